@@ -1,0 +1,33 @@
+"""Per-stage timing: stages mark phases (``encode``, ``score``) that the pipeline collects."""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator
+
+_current: ContextVar[dict[str, float] | None] = ContextVar("cascade_timings", default=None)
+
+
+@contextmanager
+def timed(phase: str) -> Iterator[None]:
+    """Add the wall time of the block to ``phase`` of the enclosing :func:`collect`."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        acc = _current.get()
+        if acc is not None:
+            acc[phase] += time.perf_counter() - start
+
+
+@contextmanager
+def collect() -> Iterator[dict[str, float]]:
+    """Gather the seconds spent per phase by :func:`timed` blocks inside this one."""
+    acc: dict[str, float] = defaultdict(float)
+    token = _current.set(acc)
+    try:
+        yield acc
+    finally:
+        _current.reset(token)

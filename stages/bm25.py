@@ -1,0 +1,184 @@
+"""BM25 over the whole corpus or over given candidates, with the bm25s or rank_bm25 backend."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from cascade.cache import artifact_dir, build_dir, is_complete
+from cascade.candidates import Batch, Candidates
+from cascade.data import Corpus
+from cascade.errors import ConfigError
+from cascade.stage import Stage
+from cascade.timing import timed
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("bm25s", "rank_bm25")
+RANK_BM25_VARIANTS = {"okapi": "BM25Okapi", "bm25l": "BM25L", "bm25plus": "BM25Plus"}
+
+
+class Tokenizer:
+    """Lowercase, drop stopwords, stem: the analysis shared by both backends."""
+
+    def __init__(self, stemmer: str | None = "english", stopwords: str | list[str] | None = "en"):
+        self.stemmer_name = stemmer
+        self.stopwords = list(stopwords) if isinstance(stopwords, (list, tuple)) else stopwords
+        self._stemmer = None
+        if stemmer:
+            import Stemmer  # PyStemmer, a dependency of cascade
+
+            try:
+                self._stemmer = Stemmer.Stemmer(stemmer)
+            except KeyError:
+                raise ConfigError(
+                    f"unknown stemmer {stemmer!r}; use one of {Stemmer.algorithms()} or null"
+                ) from None
+
+    def settings(self) -> dict:
+        return {"stemmer": self.stemmer_name, "stopwords": self.stopwords}
+
+    def __call__(self, texts: list[str] | tuple[str, ...]) -> list[list[str]]:
+        import bm25s
+
+        return bm25s.tokenize(
+            list(texts), stopwords=self.stopwords or [], stemmer=self._stemmer,
+            return_ids=False, show_progress=False,
+        )
+
+
+class BM25(Stage):
+    """BM25 ranking. Retrieves from the whole corpus when given no candidates.
+
+    Args:
+        k: how many documents to keep per query.
+        backend: ``bm25s`` (fast sparse matrices, default) or ``rank_bm25``.
+        k1, b: the usual BM25 parameters.
+        method: bm25s scoring variant (``lucene``, ``robertson``, ``atire``, ``bm25l``, ``bm25+``).
+        variant: rank_bm25 class (``okapi``, ``bm25l``, ``bm25plus``).
+        delta, epsilon: BM25L/BM25+ delta and Okapi's idf floor.
+        stemmer: a Snowball language (``english``) or None; stopwords: ``en``, a list, or None.
+        cache_dir: where indexes are saved and reused.
+    """
+
+    def __init__(self, k: int | None = 1000, backend: str = "bm25s", k1: float = 1.5, b: float = 0.75,
+                 method: str = "lucene", variant: str = "okapi", delta: float = 0.5, epsilon: float = 0.25,
+                 stemmer: str | None = "english", stopwords: str | list[str] | None = "en",
+                 cache_dir: str | None = None, fusion=None, name: str | None = None):
+        super().__init__(k=k, fusion=fusion, name=name or "bm25")
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown BM25 backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        if variant not in RANK_BM25_VARIANTS:
+            raise ConfigError(f"unknown rank_bm25 variant {variant!r}; use one of {', '.join(RANK_BM25_VARIANTS)}")
+        self.backend, self.k1, self.b, self.method, self.variant = backend, k1, b, method, variant
+        self.delta, self.epsilon, self.cache_dir = delta, epsilon, cache_dir
+        self.tokenizer = Tokenizer(stemmer, stopwords)
+        self._model = None
+        self._doc_terms = None  # scipy CSR (docs x vocab) for rank_bm25's "matches any term" mask
+        self._vocab: dict[str, int] = {}
+
+    # --- indexing ---------------------------------------------------------------------
+    def index(self, corpus: Corpus) -> None:
+        settings = {"corpus": corpus.fingerprint, **self.tokenizer.settings()}
+        if self.backend == "bm25s":
+            settings.update(method=self.method, k1=self.k1, b=self.b, delta=self.delta)
+            path = artifact_dir(self.cache_dir, "bm25s", **settings)
+            self._model = self._load_bm25s(path, corpus, settings)
+        else:
+            path = artifact_dir(self.cache_dir, "tokens", **settings)
+            self._model = self._load_rank_bm25(path, corpus, settings)
+
+    def _load_bm25s(self, path: Path, corpus: Corpus, settings: dict):
+        import bm25s
+
+        if not is_complete(path):
+            log.info("building bm25s index for %d docs in %s", len(corpus), path)
+            model = bm25s.BM25(k1=self.k1, b=self.b, delta=self.delta, method=self.method)
+            model.index(self.tokenizer(corpus.texts), show_progress=False)
+            with build_dir(path, settings) as tmp:
+                model.save(tmp, show_progress=False)
+        return bm25s.BM25.load(path, mmap=True, show_progress=False)
+
+    def _load_rank_bm25(self, path: Path, corpus: Corpus, settings: dict):
+        import rank_bm25
+        from scipy import sparse
+
+        if not is_complete(path):
+            log.info("tokenizing %d docs into %s", len(corpus), path)
+            _save_tokens(path, self.tokenizer(corpus.texts), settings)
+        tokens, vocab = _load_tokens(path)
+        words = np.array(vocab, dtype=object)
+        lists = [list(words[row]) for row in tokens]
+        cls = getattr(rank_bm25, RANK_BM25_VARIANTS[self.variant])
+        extra = {"epsilon": self.epsilon} if self.variant == "okapi" else {"delta": self.delta}
+        self._vocab = {w: i for i, w in enumerate(vocab)}
+        rows = np.repeat(np.arange(len(tokens)), [len(t) for t in tokens])
+        cols = np.concatenate(tokens) if tokens else np.zeros(0, np.int64)
+        self._doc_terms = sparse.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)),
+                                            shape=(len(tokens), max(len(vocab), 1)))
+        return cls(lists, k1=self.k1, b=self.b, **extra)
+
+    # --- scoring ------------------------------------------------------------------------
+    def _full_scores(self, tokens: list[str]) -> np.ndarray:
+        """Scores of every document for one tokenized query."""
+        return np.asarray(self._model.get_scores(tokens), dtype=np.float32)
+
+    def _matches(self, tokens: list[str], scores: np.ndarray) -> np.ndarray:
+        """Which documents contain at least one query term."""
+        if self.backend == "bm25s":
+            return scores > 0
+        ids = [self._vocab[t] for t in tokens if t in self._vocab]
+        if not ids:
+            return np.zeros(len(scores), bool)
+        return np.asarray(self._doc_terms[:, ids].sum(axis=1)).ravel() > 0
+
+    def retrieve(self, batch: Batch, k: int | None) -> Candidates:
+        with timed("encode"):
+            queries = self.tokenizer(batch.query_texts)
+        rows_idx, rows_sc = [], []
+        with timed("score"):
+            for tokens in queries:
+                if not tokens:
+                    rows_idx.append([]), rows_sc.append([])
+                    continue
+                scores = self._full_scores(tokens)
+                hits = np.flatnonzero(self._matches(tokens, scores))
+                if k is not None and len(hits) > k:
+                    hits = hits[np.argpartition(-scores[hits], k - 1)[:k]]
+                rows_idx.append(hits), rows_sc.append(scores[hits])
+        if not any(len(r) for r in rows_idx):
+            return Candidates.empty(batch.num_queries)
+        return Candidates.from_lists(rows_idx, rows_sc).topk(k)
+
+    def score(self, batch: Batch) -> np.ndarray:
+        with timed("encode"):
+            queries = self.tokenizer(batch.query_texts)
+        cands = batch.candidates
+        out = np.zeros(cands.doc_idx.shape, np.float32)
+        with timed("score"):
+            for row, tokens in enumerate(queries):
+                if tokens:
+                    out[row] = self._full_scores(tokens)[np.maximum(cands.doc_idx[row], 0)]
+        return out
+
+    def __repr__(self) -> str:
+        return f"BM25(k={self.k}, backend={self.backend!r})"
+
+
+def _save_tokens(path: Path, docs: list[list[str]], settings: dict) -> None:
+    vocab: dict[str, int] = {}
+    ids = [vocab.setdefault(tok, len(vocab)) for doc in docs for tok in doc]
+    offsets = np.cumsum([0] + [len(doc) for doc in docs])
+    with build_dir(path, {**settings, "num_docs": len(docs), "vocab_size": len(vocab)}) as tmp:
+        np.save(tmp / "token_ids.npy", np.asarray(ids, dtype=np.int64))
+        np.save(tmp / "offsets.npy", offsets.astype(np.int64))
+        (tmp / "vocab.json").write_text(json.dumps(list(vocab)), encoding="utf-8")
+
+
+def _load_tokens(path: Path) -> tuple[list[np.ndarray], list[str]]:
+    ids = np.load(path / "token_ids.npy", mmap_mode="r")
+    offsets = np.load(path / "offsets.npy")
+    vocab = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
+    return [np.asarray(ids[a:b]) for a, b in zip(offsets[:-1], offsets[1:])], vocab
