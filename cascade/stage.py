@@ -122,7 +122,8 @@ class Pipeline(Stage):
         for stage in stages:
             if not isinstance(stage, Stage):
                 raise TypeError(f"pipeline stages must be Stage objects, got {type(stage).__name__}: {stage!r}")
-            flat.extend(stage.stages if isinstance(stage, Pipeline) else [stage])
+            # a nested pipeline with its own cutoff stays one unit so that cutoff still applies
+            flat.extend(stage.stages if isinstance(stage, Pipeline) and stage.k is None else [stage])
         if not flat:
             raise ConfigError("a pipeline needs at least one stage")
         super().__init__(k=k, name=name)
@@ -131,7 +132,10 @@ class Pipeline(Stage):
     def __rshift__(self, other: Stage) -> "Pipeline":
         if not isinstance(other, Stage):
             raise TypeError(f"can only chain stages with >>, got {type(other).__name__}: {other!r}")
-        return Pipeline([*self.stages, other])
+        return Pipeline([self, other])
+
+    def __call__(self, data: Dataset | Batch) -> Run:
+        return self.run(data)
 
     def prepare(self, corpus: Corpus) -> None:
         self.index_seconds(corpus)

@@ -1,0 +1,67 @@
+"""The `cascade` command end to end, on a tiny dataset made in the test."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cascade.app import RESULT_FILES
+from conftest import REPO
+
+
+def cascade(*args, cwd=REPO, env_extra=None):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "cascade.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_run_writes_results_and_prints_metrics(tiny_beir, tmp_path):
+    out = tmp_path / "run"
+    proc = cascade("run", f"dataset.path={tiny_beir}", "stage.bm25.k=3", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr
+    for name in RESULT_FILES:
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics) == ["nDCG@10", "RR@10", "R@100", "R@1000"]
+    assert 0 < metrics["nDCG@10"] <= 1
+    assert "| nDCG@10 |" in proc.stdout and f"results saved in {out}" in proc.stdout
+    stages = json.loads((out / "stages.json").read_text())
+    assert stages[0]["stage"] == "bm25" and stages[0]["k"] == 3 and stages[0]["recall_metric"] == "R@3"
+    assert len((out / "run.trec").read_text().splitlines()) <= 3 * 4
+    assert "k: 3" in (out / "config.yaml").read_text()
+
+
+def test_rank_bm25_backend_and_custom_metrics(tiny_beir, tmp_path):
+    out = tmp_path / "run"
+    proc = cascade("run", f"dataset.path={tiny_beir}", "stage.bm25.backend=rank_bm25",
+                   "metrics=[P@1,AP]", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr
+    assert list(json.loads((out / "metrics.json").read_text())) == ["P@1", "AP"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("dataset.path=/no/such/dir", "does not exist; set dataset.path"),
+        ("dataset.split=dev", "available splits: ['test']"),
+        ("stage.bm25.k=0", "k must be a positive integer"),
+        ("stage.bm25.k=ten", "k must be a positive integer"),
+        ("stage.bm25._target_=stages.nope.BM25", "_target_ must be an importable"),
+        ("metrics=[nDCG@ten]", "not an ir-measures name"),
+    ],
+)
+def test_bad_input_is_a_clear_error_and_writes_nothing(tiny_beir, tmp_path, override, message):
+    out = tmp_path / "run"
+    args = [f"dataset.path={tiny_beir}", f"hydra.run.dir={out}", override]
+    proc = cascade("run", *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (out / "metrics.json").exists()
+
+
+def test_usage_and_unknown_command():
+    assert cascade().returncode == 2
+    proc = cascade("frobnicate")
+    assert proc.returncode == 2 and "unknown command" in proc.stderr

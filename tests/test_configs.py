@@ -1,0 +1,57 @@
+"""Every config in conf/ composes, and every object in it instantiates."""
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from cascade import Pipeline, Stage
+from conftest import REPO
+
+CONF = REPO / "conf"
+
+
+def _names(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _compose(overrides: list[str]):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides + ["paths.output_dir=unused"])
+
+
+@pytest.mark.parametrize("pipeline", _names("pipeline"))
+def test_every_pipeline_composes_and_instantiates(pipeline, tmp_path):
+    cfg = _compose([f"pipeline={pipeline}", f"paths.cache_dir={tmp_path}"])
+    built = instantiate(cfg.pipeline)
+    assert isinstance(built, Pipeline) and all(isinstance(s, Stage) for s in built.stages)
+    assert built.name == cfg.pipeline.name
+    assert [s.k for s in built.stages] == [cfg.stage[s.name].k for s in built.stages]
+
+
+@pytest.mark.parametrize("stage", _names("stage"))
+def test_every_stage_config_instantiates(stage, tmp_path):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"+stage@stage_under_test={stage}", f"paths.cache_dir={tmp_path}",
+                                            "paths.output_dir=unused"])
+    assert isinstance(instantiate(cfg.stage_under_test), Stage)
+
+
+@pytest.mark.parametrize("dataset", _names("dataset"))
+def test_every_dataset_config_composes(dataset, scifact_path):
+    cfg = _compose([f"dataset={dataset}", f"paths.data_dir={scifact_path.parent}"])
+    assert Path(cfg.dataset.path).name
+    if Path(cfg.dataset.path).is_dir():
+        assert len(instantiate(cfg.dataset).query_ids) > 0
+
+
+@pytest.mark.parametrize("experiment", _names("experiment"))
+def test_every_experiment_composes(experiment):
+    cfg = _compose([f"+experiment={experiment}"])
+    assert cfg.pipeline.stages
+
+
+def test_cli_style_override_of_k():
+    cfg = _compose(["pipeline=bm25", "stage.bm25.k=500", "stage.bm25.backend=rank_bm25"])
+    stage = instantiate(cfg.pipeline).stages[0]
+    assert stage.k == 500 and stage.backend == "rank_bm25"
