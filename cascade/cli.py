@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     try:
         if command == "run":
+            if not Path(CONF_DIR).is_dir() and "--config-dir" not in " ".join(rest) and "-cd" not in rest:
+                raise CascadeError(f"config folder {CONF_DIR} not found; install cascade from a checkout "
+                                   "with `pip install -e .`, or pass --config-dir PATH/TO/conf")
             sys.argv = ["cascade run", *rest]
             hydra_main()
             return 0

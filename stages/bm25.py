@@ -76,7 +76,7 @@ class BM25(Stage):
         self.delta, self.epsilon, self.cache_dir = delta, epsilon, cache_dir
         self.tokenizer = Tokenizer(stemmer, stopwords)
         self._model = None
-        self._doc_terms = None  # scipy CSR (docs x vocab) for rank_bm25's "matches any term" mask
+        self._doc_terms = None  # scipy CSC (docs x vocab) for rank_bm25's "matches any term" mask
         self._vocab: dict[str, int] = {}
 
     # --- indexing ---------------------------------------------------------------------
@@ -116,7 +116,7 @@ class BM25(Stage):
         self._vocab = {w: i for i, w in enumerate(vocab)}
         rows = np.repeat(np.arange(len(tokens)), [len(t) for t in tokens])
         cols = np.concatenate(tokens) if tokens else np.zeros(0, np.int64)
-        self._doc_terms = sparse.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)),
+        self._doc_terms = sparse.csc_matrix((np.ones(len(cols), np.float32), (rows, cols)),
                                             shape=(len(tokens), max(len(vocab), 1)))
         return cls(lists, k1=self.k1, b=self.b, **extra)
 
