@@ -129,15 +129,10 @@ class Pipeline(Stage):
         super().__init__(k=k, name=name)
         self.stages = flat
 
-    def __rshift__(self, other: Stage) -> "Pipeline":
-        if not isinstance(other, Stage):
-            raise TypeError(f"can only chain stages with >>, got {type(other).__name__}: {other!r}")
-        return Pipeline([self, other])
-
     def __call__(self, data: Dataset | Batch) -> Run:
         return self.run(data)
 
-    def prepare(self, corpus: Corpus) -> None:
+    def index(self, corpus: Corpus) -> None:
         self.index_seconds(corpus)
 
     def index_seconds(self, corpus: Corpus) -> list[float]:
