@@ -5,6 +5,7 @@ import copy
 import logging
 import numbers
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ def _as_fusion(fusion: Fusion | dict | str | None) -> Fusion | None:
         return fusion
     if isinstance(fusion, str):
         return Fusion(method=fusion)
-    if isinstance(fusion, dict):
+    if isinstance(fusion, Mapping):  # a dict, or an OmegaConf DictConfig from a YAML config
         return Fusion(**fusion)
     raise ConfigError(f"fusion must be a Fusion, a method name or a dict, got {type(fusion).__name__}")
 
@@ -70,9 +71,21 @@ class Stage:
         raise NotImplementedError(f"{type(self).__name__} must implement score()")
 
     # --- the interface ------------------------------------------------------------------
-    def prepare(self, corpus: Corpus) -> None:
-        """Make sure the index for ``corpus`` is built or loaded (once per corpus)."""
+    def index_together(self, corpus: Corpus, peers: Sequence["Stage"]) -> None:
+        """Hook run before :meth:`index` when a pipeline prepares this stage, with all the pipeline's stages.
+
+        A stage that can share indexing work with others (e.g. one encoder pass over the
+        corpus filling several stages' caches) builds the shared artifacts here. No-op by default.
+        """
+
+    def prepare(self, corpus: Corpus, peers: Sequence["Stage"] = ()) -> None:
+        """Make sure the index for ``corpus`` is built or loaded (once per corpus).
+
+        ``peers``: the other stages being prepared with this one (see :meth:`index_together`).
+        """
         if self._prepared_for != corpus.fingerprint:
+            if peers:
+                self.index_together(corpus, peers)
             self.index(corpus)
             self._prepared_for = corpus.fingerprint
 
@@ -140,7 +153,7 @@ class Pipeline(Stage):
         seconds = []
         for stage in self.stages:
             start = time.perf_counter()
-            stage.prepare(corpus)
+            stage.prepare(corpus, peers=self.stages)
             seconds.append(time.perf_counter() - start)
         return seconds
 

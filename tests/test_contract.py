@@ -4,17 +4,45 @@ Each entry of STAGE_FACTORIES builds a stage for the tiny dataset; add new stage
 """
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from cascade import Batch, Candidates, NeedsCandidatesError
+from cascade import Batch, Candidates, NeedsCandidatesError, testing
+from stages.biencoder import BiEncoder
 from stages.bm25 import BM25
+from stages.colbert import ColBERT
+from stages.cross_encoder import CrossEncoder
+
+_TINY: dict[str, str] = {}
+
+
+def _tiny(kind: str) -> str:
+    """A tiny random checkpoint (cascade.testing.tiny_<kind>), built once per session."""
+    if kind not in _TINY:
+        if not _TINY:
+            root = Path(tempfile.mkdtemp(prefix="cascade-tiny-models-"))
+            atexit.register(shutil.rmtree, root, True)
+            _TINY["_root"] = str(root)
+        _TINY[kind] = str(getattr(testing, f"tiny_{kind}")(Path(_TINY["_root"]) / kind))
+    return _TINY[kind]
+
 
 STAGE_FACTORIES = {
     "bm25s": lambda: BM25(k=3),
     "rank_bm25-okapi": lambda: BM25(k=3, backend="rank_bm25"),
     "rank_bm25-bm25plus": lambda: BM25(k=3, backend="rank_bm25", variant="bm25plus"),
     "bm25-fused": lambda: BM25(k=3, fusion="zscore"),
+    "biencoder": lambda: BiEncoder(k=3, model=_tiny("sentence_transformer"), progress=False),
+    "biencoder-fused": lambda: BiEncoder(k=3, model=_tiny("sentence_transformer"), progress=False, fusion="zscore"),
+    "colbert-plain": lambda: ColBERT(k=3, model=_tiny("sentence_transformer"), progress=False),
+    "colbert-colbert_ai": lambda: ColBERT(k=3, model=_tiny("colbert_ai"), progress=False),
+    "colbert-pylate-fused": lambda: ColBERT(k=3, model=_tiny("pylate"), progress=False, fusion="minmax"),
+    "cross_encoder": lambda: CrossEncoder(k=3, model=_tiny("cross_encoder")),
 }
 
 

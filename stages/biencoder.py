@@ -1,0 +1,116 @@
+"""Bi-encoder: sentence-transformers embeddings; exact retrieval over the corpus or rescoring of candidates."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from cascade.cache import artifact_dir
+from cascade.candidates import Batch, Candidates
+from cascade.corpus_encoding import CorpusView
+from cascade.data import Corpus
+from cascade.encoders import SentenceEncoder, get_sentence_encoder, l2_normalize
+from cascade.errors import ConfigError
+from cascade.kernels import dot_scores, topk_dot
+from cascade.models import resolve_model
+from cascade.neural import EncoderStage, check_positive
+from cascade.timing import timed
+from cascade.token_index import load_vectors
+
+log = logging.getLogger(__name__)
+
+SIMILARITIES = ("cosine", "dot")
+
+
+class BiEncoder(EncoderStage):
+    """Dense retrieval / reranking with a sentence-transformers model.
+
+    Document vectors are computed once per (corpus, model, settings) into the cache
+    dir and memory-mapped. Given no candidates it returns the exact top ``k`` of
+    the whole corpus (scanned in chunks); given candidates it scores only those.
+
+    Args:
+        k: documents kept per query.
+        model: a sentence-transformers / Hugging Face name or a local folder; None
+            means the packaged all-MiniLM-L6-v2 (works offline).
+        query_max_length, doc_max_length: token limits; None uses the model's own
+            ``max_seq_length``. Longer documents are truncated (the count is logged).
+        query_prefix, doc_prefix: text put before queries / documents (e.g. ``"query: "`` for E5).
+        similarity: ``cosine`` (vectors L2-normalized) or ``dot``.
+        batch_size: texts per forward pass; chunk_size: documents per saved (resumable) chunk.
+        retrieval_chunk: documents scored at once when retrieving (bounds memory).
+        device: ``cpu``, ``cuda``...; None picks a GPU when there is one.
+        cache_dir: where document vectors are saved (default $CASCADE_CACHE_DIR or ~/.cache/cascade).
+        progress: show a progress bar while encoding the corpus.
+    """
+
+    def __init__(self, k: int | None = 100, model: str | None = None, query_max_length: int | None = None,
+                 doc_max_length: int | None = None, query_prefix: str = "", doc_prefix: str = "",
+                 similarity: str = "cosine", batch_size: int = 32, chunk_size: int = 256,
+                 retrieval_chunk: int = 32768, device: str | None = None, cache_dir: str | None = None,
+                 progress: bool = True, fusion=None, name: str | None = None):
+        super().__init__(k=k, fusion=fusion, name=name or "biencoder")
+        if similarity not in SIMILARITIES:
+            raise ConfigError(f"{self.name}: similarity {similarity!r} is unknown; use cosine or dot")
+        self.model = resolve_model(model)
+        self.query_max_length = check_positive(query_max_length, f"{self.name}.query_max_length")
+        self.doc_max_length = check_positive(doc_max_length, f"{self.name}.doc_max_length")
+        self.batch_size = check_positive(batch_size, f"{self.name}.batch_size", allow_none=False)
+        self.chunk_size = check_positive(chunk_size, f"{self.name}.chunk_size", allow_none=False)
+        self.retrieval_chunk = check_positive(retrieval_chunk, f"{self.name}.retrieval_chunk", allow_none=False)
+        self.query_prefix, self.doc_prefix = str(query_prefix or ""), str(doc_prefix or "")
+        self.similarity, self.device, self.cache_dir, self.progress = similarity, device, cache_dir, progress
+        self._vectors: np.ndarray | None = None
+
+    @property
+    def encoder(self) -> SentenceEncoder:
+        """The shared encoder of this model (loaded on first use)."""
+        return get_sentence_encoder(self.model, self.device)
+
+    def _lengths(self) -> tuple[int, int]:
+        default = self.encoder.default_max_length
+        return self.query_max_length or default, self.doc_max_length or default
+
+    def _normalize(self, x: np.ndarray) -> np.ndarray:
+        return l2_normalize(x) if self.similarity == "cosine" else np.asarray(x, np.float32)
+
+    # --- index ----------------------------------------------------------------------
+    def corpus_views(self, corpus: Corpus) -> list[CorpusView]:
+        enc, (_, doc_len) = self.encoder, self._lengths()
+        meta = {"stage": "biencoder", **enc.identity(), "doc_max_length": doc_len,
+                "doc_prefix": self.doc_prefix, "similarity": self.similarity}
+        path = artifact_dir(self.cache_dir, "dense", corpus=corpus.fingerprint, **meta)
+
+        def encode(texts, on_batch):
+            return enc.encode(texts, doc_len, self.doc_prefix, self.batch_size, on_batch=on_batch)
+
+        return [CorpusView("vectors", path, meta, ("sentence", id(enc), doc_len, self.doc_prefix), encode,
+                           transform=self._normalize)]
+
+    def load(self, corpus: Corpus, views: list[CorpusView]) -> None:
+        self._vectors = load_vectors(views[0].path, corpus.fingerprint, len(corpus))
+
+    # --- queries --------------------------------------------------------------------
+    def query_vectors(self, texts) -> np.ndarray:
+        """(Q, D) query vectors (shared with other stages of this model through the encoder's memo)."""
+        query_len, _ = self._lengths()
+        enc = self.encoder.encode(texts, query_len, self.query_prefix, self.batch_size, memo=True)
+        return self._normalize(enc.pooled)
+
+    def retrieve(self, batch: Batch, k: int | None) -> Candidates:
+        with timed("encode"):
+            queries = self.query_vectors(batch.query_texts)
+        with timed("score"):
+            idx, scores = topk_dot(queries, self._vectors, k or len(batch.corpus), self.retrieval_chunk)
+        empty = np.array([not t.strip() for t in batch.query_texts], bool)
+        idx[empty], scores[empty] = -1, -np.inf  # an empty query matches nothing
+        return Candidates(idx, scores).topk(k)
+
+    def score(self, batch: Batch) -> np.ndarray:
+        with timed("encode"):
+            queries = self.query_vectors(batch.query_texts)
+        with timed("score"):
+            return dot_scores(queries, self._vectors, batch.candidates.doc_idx)
+
+    def __repr__(self) -> str:
+        return f"BiEncoder(k={self.k}, model={self.model!r})"

@@ -1,0 +1,74 @@
+"""Cross-encoder: a sentence-transformers ``CrossEncoder`` scores every (query, candidate) pair."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from cascade.candidates import Batch
+from cascade.data import Corpus
+from cascade.models import load_model, pick_device, resolve_model
+from cascade.neural import check_positive
+from cascade.stage import Stage
+from cascade.timing import timed
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L-6-v2"
+
+
+class CrossEncoder(Stage):
+    """Rerank candidates with a cross-encoder reading query and document together (the costliest, best stage).
+
+    Args:
+        k: documents kept per query.
+        model: a CrossEncoder name (online) or a local folder; there is no packaged one,
+            so offline runs need a local copy (the error says how to make one).
+        max_length: tokens of the (query, document) pair; longer pairs are truncated.
+        batch_size: pairs per forward pass.
+        device: ``cpu``, ``cuda``...; None picks a GPU when there is one.
+
+    Scores are the model's raw logits (no sigmoid), so fusion sees an unsquashed scale.
+    """
+
+    def __init__(self, k: int | None = 10, model: str = DEFAULT_MODEL, max_length: int | None = 512,
+                 batch_size: int = 32, device: str | None = None, fusion=None, name: str | None = None):
+        super().__init__(k=k, fusion=fusion, name=name or "cross_encoder")
+        self.model = resolve_model(model)
+        self.max_length = check_positive(max_length, f"{self.name}.max_length")
+        self.batch_size = check_positive(batch_size, f"{self.name}.batch_size", allow_none=False)
+        self.device = device
+        self._model = None
+
+    def _load(self):
+        if self._model is None:
+            from sentence_transformers import CrossEncoder as STCrossEncoder
+
+            def factory(name: str, local_files_only: bool):
+                return STCrossEncoder(name, device=pick_device(self.device), max_length=self.max_length,
+                                      local_files_only=local_files_only)
+
+            self._model = load_model(self.model, "cross-encoder", factory, "CrossEncoder")
+        return self._model
+
+    def index(self, corpus: Corpus) -> None:
+        """Nothing to index; load the model now so a bad model fails before any query work."""
+        self._load()
+
+    def score(self, batch: Batch) -> np.ndarray:
+        import torch
+
+        cands = batch.candidates
+        rows, cols = np.nonzero(cands.mask)
+        texts = batch.corpus.texts
+        pairs = [(batch.query_texts[q], texts[d]) for q, d in zip(rows, cands.doc_idx[rows, cols])]
+        out = np.zeros(cands.doc_idx.shape, np.float32)
+        with timed("score"):
+            if pairs:
+                scores = self._load().predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
+                                              activation_fn=torch.nn.Identity(), convert_to_numpy=True)
+                out[rows, cols] = np.asarray(scores, np.float32).reshape(len(pairs))
+        return out
+
+    def __repr__(self) -> str:
+        return f"CrossEncoder(k={self.k}, model={self.model!r})"

@@ -1,0 +1,99 @@
+"""Model resolution and loading errors, and the shared sentence encoder against transformers directly."""
+import numpy as np
+import pytest
+import torch
+
+from cascade import CascadeError
+from cascade.encoders import SentenceEncoder, clear_encoders, get_sentence_encoder
+from cascade.models import default_model_path, model_identity, resolve_model
+from cascade.testing import tiny_sentence_transformer
+
+TEXTS = ["The cat sat on the mat, purring loudly while the dog barked at the mail carrier outside.",
+         "Dogs bark.", "", "word " * 100]
+
+
+@pytest.fixture(scope="module")
+def tiny_st(tmp_path_factory):
+    return tiny_sentence_transformer(tmp_path_factory.mktemp("models") / "st", max_seq_length=32)
+
+
+def test_default_model_is_the_packaged_minilm():
+    assert resolve_model(None) == str(default_model_path())
+    assert (default_model_path() / "modules.json").is_file()
+
+
+def test_missing_local_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(CascadeError, match="does not exist"):
+        resolve_model(str(tmp_path / "no-such-model"))
+    (tmp_path / "weights.bin").write_text("x")
+    with pytest.raises(CascadeError, match="is a file"):
+        resolve_model(str(tmp_path / "weights.bin"))
+
+
+def test_hub_name_offline_says_how_to_supply_a_local_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    encoder = SentenceEncoder("some-org/some-model-that-is-not-cached")
+    with pytest.raises(CascadeError, match="offline") as err:
+        encoder.model
+    assert "--local-dir" in str(err.value) and "model path" in str(err.value)
+
+
+def test_unloadable_local_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    with pytest.raises(CascadeError, match="could not load"):
+        SentenceEncoder(str(tmp_path / "broken")).model
+
+
+def test_model_identity_follows_content(tmp_path, tiny_st):
+    first = model_identity(str(tiny_st))
+    assert first == model_identity(str(tiny_st))
+    other = tiny_sentence_transformer(tmp_path / "other", seed=1)
+    assert model_identity(str(other))["content"] != first["content"]
+    assert model_identity("org/name") == {"model": "org/name", "revision": "main"}
+
+
+def _reference(folder, text, max_length):
+    """Last hidden states (normalized, [CLS]/[SEP] dropped) and the mean-pooled normalized vector."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tok, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    ids = tok(text, truncation=True, max_length=max_length, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**ids).last_hidden_state[0]
+    pooled = torch.nn.functional.normalize(hidden.mean(0), dim=0).numpy()
+    inner = hidden[1:-1] if hidden.shape[0] > 2 else hidden[:1]  # an empty text keeps its [CLS]
+    return torch.nn.functional.normalize(inner, dim=-1).numpy(), pooled
+
+
+def test_one_pass_gives_pooled_and_token_vectors_equal_to_transformers(tiny_st):
+    encoder = SentenceEncoder(str(tiny_st))
+    out = encoder.encode(TEXTS, max_length=16, batch_size=3)
+    assert out.truncated == 2  # the first and the last text exceed 16 tokens
+    assert out.lengths.sum() == len(out.tokens)
+    start = 0
+    for i, text in enumerate(TEXTS):
+        tokens, pooled = _reference(str(tiny_st), text, 16)
+        np.testing.assert_allclose(out.tokens[start:start + out.lengths[i]], tokens, atol=1e-5)
+        np.testing.assert_allclose(out.pooled[i], pooled, atol=1e-5)
+        start += out.lengths[i]
+    padded, mask = out.padded()
+    assert padded.shape[:2] == mask.shape and (mask.sum(1) == out.lengths).all()
+
+
+def test_memo_shares_a_repeated_query_pass(tiny_st):
+    encoder = SentenceEncoder(str(tiny_st))
+    calls = []
+    encoder.model.register_forward_hook(lambda module, args, out: calls.append(1))
+    first = encoder.encode(TEXTS, 16, memo=True)
+    again = encoder.encode(TEXTS, 16, memo=True)
+    assert again is first and len(calls) == 1
+    encoder.encode(TEXTS, 8, memo=True)  # other settings: a new pass
+    assert len(calls) == 2
+
+
+def test_stages_naming_one_model_share_one_encoder(tiny_st):
+    clear_encoders()
+    assert get_sentence_encoder(str(tiny_st)) is get_sentence_encoder(str(tiny_st) + "/")
+    assert get_sentence_encoder(str(tiny_st)) is not get_sentence_encoder(None)

@@ -1,0 +1,51 @@
+"""The neural stages with real weights (the packaged all-MiniLM-L6-v2) on a SciFact subset (seconds)."""
+import numpy as np
+import pytest
+
+from cascade import Corpus, Dataset, Fusion, evaluate, load_beir, stage_report
+from stages.biencoder import BiEncoder
+from stages.bm25 import BM25
+from stages.colbert import ColBERT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def subset(scifact_path) -> Dataset:
+    """The first 20 test queries over ~300 documents: their relevant ones plus the first 280 of the corpus."""
+    full = load_beir(scifact_path).subset(20)
+    relevant = {d for docs in full.qrels.values() for d in docs}
+    keep = sorted({i for i, d in enumerate(full.corpus.ids) if d in relevant} | set(range(280)))
+    corpus = Corpus([full.corpus.ids[i] for i in keep], [full.corpus.texts[i] for i in keep])
+    return Dataset(corpus, full.query_ids, full.query_texts, full.qrels, "scifact-subset")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("neural-cache")
+
+
+def test_fused_cascade_beats_bm25_with_a_per_stage_report(subset, cache):
+    pipe = (BM25(k=100, cache_dir=cache)
+            >> BiEncoder(k=30, cache_dir=cache, progress=False, fusion=Fusion("zscore", 0.3, 0.7))
+            >> ColBERT(k=10, cache_dir=cache, progress=False, fusion=Fusion("zscore", 0.5, 0.5)))
+    run = pipe.run(subset)
+    rows = {row["stage"]: row for row in stage_report(run, subset.qrels)}
+    assert [rows[s]["k"] for s in ("bm25", "biencoder", "colbert")] == [100, 30, 10]
+    assert rows["biencoder"]["nDCG@10"] > rows["bm25"]["nDCG@10"]
+    assert rows["colbert"]["nDCG@10"] >= rows["bm25"]["nDCG@10"]
+    assert rows["colbert"]["recall_metric"] == "R@10"
+    for stage in ("biencoder", "colbert"):
+        assert rows[stage]["encode_ms_per_query"] >= 0 and rows[stage]["score_ms_per_query"] > 0
+    # the ColBERT stage found MiniLM's token index built in the bi-encoder's pass
+    assert rows["colbert"]["index_s"] < rows["biencoder"]["index_s"]
+    final = evaluate(run, subset.qrels, ["nDCG@10"])["nDCG@10"]
+    assert final == pytest.approx(rows["colbert"]["nDCG@10"]) and final >= 0.85
+    assert np.isfinite(run.candidates.scores[run.candidates.mask]).all()
+
+
+def test_dense_retrieval_with_minilm(subset, cache):
+    """Runs after the cascade test: the document vectors come from that test's shared pass."""
+    run = BiEncoder(k=100, cache_dir=cache, progress=False)(subset)
+    metrics = evaluate(run, subset.qrels, ["nDCG@10", "R@100"])
+    assert metrics["nDCG@10"] >= 0.85 and metrics["R@100"] >= 0.95
