@@ -6,6 +6,7 @@ with ``@hydra.main`` in :mod:`cascade.cli`.
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -58,21 +59,29 @@ def build_pipeline(cfg: DictConfig) -> Pipeline:
     return pipeline if isinstance(pipeline, Pipeline) else Pipeline([pipeline])
 
 
-def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
+def run(cfg: DictConfig, output_dir: str | Path | None = None,
+        index_lock: AbstractContextManager | None = None) -> dict:
     """Run the configured pipeline on the configured dataset and save the results.
 
     Writes :data:`RESULT_FILES` into ``output_dir`` (default ``cfg.paths.output_dir``);
-    ``metrics.json`` (metric name -> mean value) comes last.
-    Returns ``{"metrics", "stages", "output_dir"}``.
+    ``metrics.json`` (metric name -> mean value) comes last. ``index_lock``, if given, is
+    held while the stages build or load their indexes (parallel sweep jobs take turns).
+    Returns ``{"metrics", "stages", "output_dir", "summary"}``.
     """
     out = Path(output_dir if output_dir is not None else cfg.paths.output_dir)
     metric_names = [str(m) for m in cfg.metrics]
     parse_metrics(metric_names)  # reject a bad metric name before any work
     pipeline = build_pipeline(cfg)
     dataset = build_dataset(cfg)
+    index_s = [0.0] * len(pipeline.stages)
+    if index_lock is not None:
+        with index_lock:
+            index_s = pipeline.index_seconds(dataset.corpus)
     result = pipeline.run(dataset)
     metrics = evaluate(result, dataset.qrels, metric_names)
     stages = stage_report(result, dataset.qrels)
+    for row, seconds in zip(stages, index_s):  # indexes prepared under the lock: count that time
+        row["index_s"] += seconds
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     atomic_write_json(out / "stages.json", stages)

@@ -6,10 +6,14 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from cascade import callbacks
 from cascade.app import run
 from cascade.errors import CascadeError
+from cascade.jobs import run_sweep_job
 from cascade.tables import markdown_table
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -30,10 +34,43 @@ def print_result(result: dict) -> None:
     print(f"\nresults saved in {result['output_dir']}")
 
 
+def print_job(outcome: dict) -> None:
+    """One line per sweep job (the full tables are in its folder and the sweep's results.md)."""
+    name = Path(outcome["output_dir"]).name
+    if outcome["status"] == "failed":
+        error = outcome["error"]
+        print(f"job {name}: FAILED: {error['type']}: {error['message']}", file=sys.stderr)
+        return
+    metrics = ", ".join(f"{k}={v:.4f}" for k, v in outcome["metrics"].items())
+    ms = outcome.get("summary", {}).get("ms_per_query")
+    done = "reused saved results" if outcome["status"] == "skipped" else "done"
+    print(f"job {name}: {done}: {metrics}" + (f", {ms:.2f} ms/query" if ms is not None else ""))
+
+
+def print_sweep(report: dict) -> int:
+    """Print a finished sweep's table; 1 if any job failed."""
+    print(f"\n{report['table']}\n\nresults: {report['results']} and results.csv"
+          + (f"; plot: {report['plot']}" if report["plot"] else ""))
+    if report["incomplete"]:
+        print(f"{report['incomplete']} job folder(s) hold no results (killed earlier?); "
+              "run the same sweep again to finish them")
+    if not report["failed"]:
+        return 0
+    print(f"error: {len(report['failed'])} of {report['rows']} jobs failed (their rows are marked failed):",
+          file=sys.stderr)
+    for name, error in report["failed"]:
+        print(f"  {name}: {error}", file=sys.stderr)
+    return 1
+
+
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float | None:
     logging.getLogger("cascade").setLevel(cfg.get("log_level", "INFO"))
     logging.getLogger("stages").setLevel(cfg.get("log_level", "INFO"))
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        outcome = run_sweep_job(cfg)  # a failed job is recorded in its folder; the sweep goes on
+        print_job(outcome)
+        return outcome.get("metrics", {}).get(str(cfg.sweep.metric))
     try:
         result = run(cfg)
     except CascadeError as err:
@@ -65,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise CascadeError(f"config folder {CONF_DIR} not found; install cascade from a checkout "
                                    "with `pip install -e .`, or pass --config-dir PATH/TO/conf")
             sys.argv = ["cascade run", *rest]
+            callbacks.LAST_REPORT = None
             hydra_main()
-            return 0
+            return print_sweep(callbacks.LAST_REPORT) if callbacks.LAST_REPORT else 0
         if command == "report":
             from cascade.sweep import report_main
 

@@ -5,23 +5,22 @@ token embeddings needs the per-token vectors of the very same forward pass. Stag
 that name the same model get the same :class:`SentenceEncoder` from
 :func:`get_sentence_encoder`, so a corpus or a query batch is encoded once for both:
 documents through :mod:`cascade.corpus_encoding` (one pass fills every stage's
-cache), queries through a small memo of the latest batches.
+cache), queries through a memo that lasts one pipeline run.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
 from cascade.models import load_model, model_identity, pick_device, resolve_model
+from cascade.timing import run_memo
 
 log = logging.getLogger(__name__)
 
-MEMO_SIZE = 4
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,6 @@ class SentenceEncoder:
         self.name = resolve_model(model)
         self.device = pick_device(device)
         self._model = None
-        self._memo: OrderedDict[tuple, Encoded] = OrderedDict()
         self._lock = threading.Lock()
 
     # --- model -------------------------------------------------------------------------
@@ -124,19 +122,18 @@ class SentenceEncoder:
                memo: bool = False, on_batch: Callable[[int], None] | None = None) -> Encoded:
         """Pooled and token vectors of ``prefix + text`` for every text, truncated to ``max_length`` tokens.
 
-        With ``memo=True`` the result is kept for a repeat call with the same texts and
-        settings (used for queries, so stages sharing this encoder share the pass).
+        With ``memo=True``, inside a pipeline run (:func:`cascade.timing.run_scope`), the result
+        is kept for a repeat call with the same texts and settings during that run: stages
+        sharing this encoder share the query pass, and the next run pays for its own.
         """
         key = (tuple(texts), int(max_length), prefix)
+        shared = run_memo(self) if memo else None
         with self._lock:
-            if memo and key in self._memo:
-                self._memo.move_to_end(key)
-                return self._memo[key]
+            if shared is not None and key in shared:
+                return shared[key]
             result = self._encode([prefix + t for t in texts], int(max_length), batch_size, on_batch)
-            if memo:
-                self._memo[key] = result
-                while len(self._memo) > MEMO_SIZE:
-                    self._memo.popitem(last=False)
+            if shared is not None:
+                shared[key] = result
         return result
 
     def _encode(self, texts: list[str], max_length: int, batch_size: int,

@@ -15,7 +15,7 @@ from cascade.data import Corpus, Dataset
 from cascade.errors import ConfigError, NeedsCandidatesError
 from cascade.fusion import Fusion
 from cascade.run import Run, StageTrace
-from cascade.timing import collect
+from cascade.timing import collect, run_scope
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +158,9 @@ class Pipeline(Stage):
         return seconds
 
     def rerank(self, batch: Batch) -> Batch:
-        for stage in self.stages:
-            batch = stage.rerank(batch)
+        with run_scope():
+            for stage in self.stages:
+                batch = stage.rerank(batch)
         return batch.with_candidates(batch.candidates.topk(self.k)) if self.k else batch
 
     def run(self, data: Dataset | Batch) -> Run:
@@ -170,13 +171,15 @@ class Pipeline(Stage):
             batch = data
         index_s = self.index_seconds(batch.corpus)
         trace = []
-        for stage, built in zip(self.stages, index_s):
-            start = time.perf_counter()
-            with collect() as phases:
-                batch = stage.rerank(batch)
-            seconds = time.perf_counter() - start
-            trace.append(StageTrace(stage.name, stage.k, batch.candidates, seconds, dict(phases), built))
-            log.info("stage %s: k=%s, %.1f ms/query", stage.name, stage.k, 1000 * seconds / max(batch.num_queries, 1))
+        with run_scope():
+            for stage, built in zip(self.stages, index_s):
+                start = time.perf_counter()
+                with collect() as phases:
+                    batch = stage.rerank(batch)
+                seconds = time.perf_counter() - start
+                trace.append(StageTrace(stage.name, stage.k, batch.candidates, seconds, dict(phases), built))
+                log.info("stage %s: k=%s, %.1f ms/query", stage.name, stage.k,
+                         1000 * seconds / max(batch.num_queries, 1))
         final = batch.candidates.topk(self.k) if self.k else batch.candidates
         qids = batch.query_ids or tuple(str(i) for i in range(batch.num_queries))
         return Run(qids, batch.corpus.ids, final, tuple(trace))

@@ -31,3 +31,25 @@ def collect() -> Iterator[dict[str, float]]:
         yield acc
     finally:
         _current.reset(token)
+
+
+_run_state: ContextVar[dict | None] = ContextVar("cascade_run_state", default=None)
+
+
+@contextmanager
+def run_scope() -> Iterator[None]:
+    """State shared by the stages of one pipeline run (e.g. a query forward pass two stages reuse).
+
+    It ends with the run, so a later run (another sweep job in the same process) pays its own costs.
+    """
+    token = _run_state.set({})
+    try:
+        yield
+    finally:
+        _run_state.reset(token)
+
+
+def run_memo(owner: object) -> dict | None:
+    """A dict private to ``owner`` for the current pipeline run, or None outside a run."""
+    state = _run_state.get()
+    return None if state is None else state.setdefault(id(owner), {})

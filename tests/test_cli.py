@@ -18,7 +18,7 @@ def cascade(*args, cwd=REPO, env_extra=None):
 
 def test_run_writes_results_and_prints_metrics(tiny_beir, tmp_path):
     out = tmp_path / "run"
-    proc = cascade("run", f"dataset.path={tiny_beir}", "stage.bm25.k=3", f"hydra.run.dir={out}")
+    proc = cascade("run", "pipeline=bm25", f"dataset.path={tiny_beir}", "stage.bm25.k=3", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr
     for name in RESULT_FILES:
         assert (out / name).is_file(), name
@@ -34,7 +34,7 @@ def test_run_writes_results_and_prints_metrics(tiny_beir, tmp_path):
 
 def test_rank_bm25_backend_and_custom_metrics(tiny_beir, tmp_path):
     out = tmp_path / "run"
-    proc = cascade("run", f"dataset.path={tiny_beir}", "stage.bm25.backend=rank_bm25",
+    proc = cascade("run", "pipeline=bm25", f"dataset.path={tiny_beir}", "stage.bm25.backend=rank_bm25",
                    "metrics=[P@1,AP]", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr
     assert list(json.loads((out / "metrics.json").read_text())) == ["P@1", "AP"]
@@ -53,7 +53,7 @@ def test_rank_bm25_backend_and_custom_metrics(tiny_beir, tmp_path):
 )
 def test_bad_input_is_a_clear_error_and_writes_nothing(tiny_beir, tmp_path, override, message):
     out = tmp_path / "run"
-    args = [f"dataset.path={tiny_beir}", f"hydra.run.dir={out}", override]
+    args = ["pipeline=bm25", f"dataset.path={tiny_beir}", f"hydra.run.dir={out}", override]
     proc = cascade("run", *args)
     assert proc.returncode == 2
     assert message in proc.stderr
@@ -65,3 +65,13 @@ def test_usage_and_unknown_command():
     assert cascade().returncode == 2
     proc = cascade("frobnicate")
     assert proc.returncode == 2 and "unknown command" in proc.stderr
+
+
+def test_default_cascade_runs_on_a_tiny_dataset(tiny_beir, tmp_path):
+    """The default pipeline (BM25 >> bi-encoder >> ColBERT on the packaged MiniLM) end to end."""
+    out = tmp_path / "run"
+    proc = cascade("run", f"dataset.path={tiny_beir}", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr
+    stages = json.loads((out / "stages.json").read_text())
+    assert [row["stage"] for row in stages] == ["bm25", "biencoder", "colbert"]
+    assert all(row["ms_per_query"] > 0 for row in stages)

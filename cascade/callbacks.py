@@ -1,0 +1,66 @@
+"""The Hydra callback of ``cascade run -m``: names the sweep's folders and writes its report at the end.
+
+Configured in ``conf/hydra/default.yaml``. At the start of a multirun it fixes the sweep folder
+(an absolute path, so jobs on other processes or machines write into the same one) and names
+job folders after the overrides that vary; at the end it writes ``results.csv``,
+``results.md`` and the plot with :func:`cascade.sweep.write_report`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from cascade.naming import EXPERIMENT_KEYS, register_resolvers
+
+log = logging.getLogger(__name__)
+
+register_resolvers()  # ${cascade.sweep_name:} and ${cascade.safe_name:...}, wherever jobs are configured
+
+# the report of the last sweep this process ran (read by `cascade run -m` to print it)
+LAST_REPORT: dict | None = None
+
+
+def constant_keys(config: DictConfig) -> list[str]:
+    """Override keys with one value for every job of the sweep: left out of job folder names."""
+    lines = [str(o) for o in config.hydra.overrides.task]
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    lines += [f"{key}={value}" for key, value in params.items()]
+    parsed = OverridesParser.create().parse_overrides(lines)
+    swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}
+    keys = [o.get_key_element() for o in parsed if o.get_key_element() not in swept]
+    return list(dict.fromkeys([*keys, *EXPERIMENT_KEYS]))
+
+
+class SweepReport(Callback):
+    """Fixes the sweep and job folder names at the start of a multirun and reports at its end."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not sweep_dir.is_absolute():
+            sweep_dir = Path(str(config.hydra.runtime.cwd)) / sweep_dir
+        exclude = constant_keys(config)
+        quoted = ",".join(f"'{key}'" for key in exclude)
+        escaped = str(sweep_dir).replace("\\", "\\\\").replace("'", "\\'")
+        # Jobs are composed again from hydra.overrides.hydra: these make them agree with this process.
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.sweep.dir = str(sweep_dir)
+            config.hydra.job.config.override_dirname.exclude_keys = exclude
+            config.hydra.overrides.hydra.append(f"hydra.sweep.dir='{escaped}'")
+            config.hydra.overrides.hydra.append(f"hydra.job.config.override_dirname.exclude_keys=[{quoted}]")
+        log.info("sweep folder: %s", sweep_dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global LAST_REPORT
+        if not self.enabled:
+            return
+        from cascade.sweep import write_report
+
+        LAST_REPORT = write_report(str(config.hydra.sweep.dir))
