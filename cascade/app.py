@@ -47,8 +47,11 @@ def build(node: Any, what: str) -> Any:
 
 def build_dataset(cfg: DictConfig) -> Dataset:
     dataset = build(cfg.dataset, "dataset")
-    if cfg.get("max_queries"):
-        dataset = dataset.subset(int(cfg.max_queries))
+    limit = cfg.get("max_queries")
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+            raise ConfigError(f"max_queries must be a positive integer or null (all queries), got {limit!r}")
+        dataset = dataset.subset(limit)
     return dataset
 
 

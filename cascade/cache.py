@@ -21,6 +21,15 @@ META = "meta.json"
 DEFAULT_CACHE_DIR = "~/.cache/cascade"
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _umask_mode()
+
+
 def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
     """The cache root: the given path, else $CASCADE_CACHE_DIR, else ~/.cache/cascade."""
     root = cache_dir or os.environ.get("CASCADE_CACHE_DIR") or DEFAULT_CACHE_DIR
@@ -54,6 +63,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -8,6 +8,7 @@ job folders after the overrides that vary; at the end it writes ``results.csv``,
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,10 @@ from cascade.naming import EXPERIMENT_KEYS, register_resolvers
 log = logging.getLogger(__name__)
 
 register_resolvers()  # ${cascade.sweep_name:} and ${cascade.safe_name:...}, wherever jobs are configured
+
+# environment variables set for every job from this process's config, so that workers started
+# elsewhere (joblib, a Ray cluster, SLURM) use the same cache and data folders
+PINNED_ENV = {"CASCADE_CACHE_DIR": "paths.cache_dir", "CASCADE_DATA_DIR": "paths.data_dir"}
 
 # the report of the last sweep this process ran (read by `cascade run -m` to print it)
 LAST_REPORT: dict | None = None
@@ -36,6 +41,11 @@ def constant_keys(config: DictConfig) -> list[str]:
     return list(dict.fromkeys([*keys, *EXPERIMENT_KEYS]))
 
 
+def _quote(value: object) -> str:
+    """A Hydra override value as a quoted string (commas and '=' stay literal)."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 class SweepReport(Callback):
     """Fixes the sweep and job folder names at the start of a multirun and reports at its end."""
 
@@ -48,13 +58,18 @@ class SweepReport(Callback):
             sweep_dir = Path(str(config.hydra.runtime.cwd)) / sweep_dir
         exclude = constant_keys(config)
         quoted = ",".join(f"'{key}'" for key in exclude)
-        escaped = str(sweep_dir).replace("\\", "\\\\").replace("'", "\\'")
+        # Every job, in whatever process or machine runs it, reads and writes the same folders.
+        env = {var: os.path.abspath(os.path.expanduser(str(OmegaConf.select(config, key))))
+               for var, key in PINNED_ENV.items() if OmegaConf.select(config, key, default=None) is not None}
         # Jobs are composed again from hydra.overrides.hydra: these make them agree with this process.
         with read_write(config.hydra), open_dict(config.hydra):
             config.hydra.sweep.dir = str(sweep_dir)
             config.hydra.job.config.override_dirname.exclude_keys = exclude
-            config.hydra.overrides.hydra.append(f"hydra.sweep.dir='{escaped}'")
+            config.hydra.overrides.hydra.append(f"hydra.sweep.dir={_quote(sweep_dir)}")
             config.hydra.overrides.hydra.append(f"hydra.job.config.override_dirname.exclude_keys=[{quoted}]")
+            for var, value in env.items():
+                config.hydra.job.env_set[var] = value
+                config.hydra.overrides.hydra.append(f"++hydra.job.env_set.{var}={_quote(value)}")
         log.info("sweep folder: %s", sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -24,24 +24,30 @@ def pareto_front(costs: Sequence[float], qualities: Sequence[float]) -> list[int
 
 
 def _place_labels(ax, renderer, xs, ys, labels) -> None:
-    """Annotate each point, choosing for each label the first placement that overlaps no earlier one."""
+    """Annotate each point, choosing for each label the first placement that covers no other
+    label and no point."""
+    from matplotlib.transforms import Bbox
+
+    pixels = ax.transData.transform(list(zip(xs, ys))) if xs else []
+    dots = [Bbox.from_bounds(x - 4, y - 4, 8, 8) for x, y in pixels]
     taken = []
     for i in sorted(range(len(xs)), key=lambda j: (xs[j], ys[j])):
+        others = taken + [dot for j, dot in enumerate(dots) if j != i]
         for n, (dx, dy, ha) in enumerate(_PLACES):
             note = ax.annotate(labels[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points",
                                ha=ha, fontsize=7, color="#222222")
             box = note.get_window_extent(renderer)
-            if n == len(_PLACES) - 1 or not any(box.overlaps(other) for other in taken):
+            if n == len(_PLACES) - 1 or not any(box.overlaps(other) for other in others):
                 taken.append(box)
                 break
             note.remove()
 
 
-def plot_quality_vs_cost(points: Sequence[dict], path: str | os.PathLike, metric: str = "nDCG@10",
-                         title: str = "", baseline: str | None = None) -> Path:
-    """Write a PNG of ``metric`` against ms/query; ``points`` are ``{"label", "cost", "quality"}`` dicts.
+def quality_cost_figure(points: Sequence[dict], metric: str = "nDCG@10", title: str = "",
+                        baseline: str | None = None):
+    """A matplotlib Figure of ``metric`` against ms/query; ``points`` are ``{"label", "cost", "quality"}``.
 
-    The file is written under a temporary name and renamed into place.
+    Every point is labelled; the Pareto front is the dashed step line.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -73,12 +79,19 @@ def plot_quality_vs_cost(points: Sequence[dict], path: str | os.PathLike, metric
     canvas.draw()
     _place_labels(ax, canvas.get_renderer(), xs, ys, labels)
     fig.tight_layout()
+    return fig
+
+
+def plot_quality_vs_cost(points: Sequence[dict], path: str | os.PathLike, metric: str = "nDCG@10",
+                         title: str = "", baseline: str | None = None) -> Path:
+    """Write :func:`quality_cost_figure` as a PNG, under a temporary name renamed into place."""
+    fig = quality_cost_figure(points, metric, title, baseline)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        canvas.print_png(tmp)
+        fig.canvas.print_png(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

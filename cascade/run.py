@@ -1,11 +1,10 @@
 """Run results: per-query ranked documents, the per-stage trace, and TREC run files."""
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cascade.cache import atomic_write_text
 from cascade.candidates import Candidates
 from cascade.errors import DataError
 
@@ -43,20 +42,13 @@ class Run:
 
 def write_trec_run(run: Run, path: str | Path, tag: str = "cascade") -> Path:
     """Write ``qid Q0 docid rank score tag`` lines, atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            cands = run.candidates.topk(None)
-            for qid, idx, sc in zip(run.query_ids, cands.doc_idx, cands.scores):
-                for rank, (i, s) in enumerate(zip(idx[idx >= 0], sc[idx >= 0]), 1):
-                    out.write(f"{qid} Q0 {run.doc_ids[i]} {rank} {s:.6f} {tag}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    cands = run.candidates.topk(None)
+    lines = [
+        f"{qid} Q0 {run.doc_ids[i]} {rank} {s:.6f} {tag}\n"
+        for qid, idx, sc in zip(run.query_ids, cands.doc_idx, cands.scores)
+        for rank, (i, s) in enumerate(zip(idx[idx >= 0], sc[idx >= 0]), 1)
+    ]
+    return atomic_write_text(path, "".join(lines))
 
 
 def read_trec_run(path: str | Path, doc_ids: tuple[str, ...], query_ids: tuple[str, ...] | None = None) -> Run:

@@ -208,8 +208,9 @@ def _notes(rows: list[dict], settings: dict) -> list[str]:
     notes = [f"{len(rows)} jobs: {counts['ok']} ok, {counts['failed']} failed, {counts['incomplete']} incomplete "
              "(killed or still running; rerun the same command to resume)."]
     if settings["baseline"] and settings["baseline_label"]:
-        notes.append(f"Baseline: `{settings['baseline_label']}`. Δ and p: two-sided paired {settings['test']} "
-                     f"test of per-query {settings['metric']} against the baseline over the queries both evaluated; "
+        test = {"ttest": "t-test", "randomization": "randomization test"}.get(settings["test"], settings["test"])
+        notes.append(f"Baseline: `{settings['baseline_label']}`. Δ and p: two-sided paired {test} "
+                     f"of per-query {settings['metric']} against the baseline over the queries both evaluated; "
                      "p (Holm) is adjusted for the number of rows compared.")
     elif settings["baseline"]:
         notes.append(f"Baseline {settings['baseline']} is not among the finished jobs, so no significance tests.")

@@ -30,6 +30,9 @@ def test_run_writes_results_and_prints_metrics(tiny_beir, tmp_path):
     assert stages[0]["stage"] == "bm25" and stages[0]["k"] == 3 and stages[0]["recall_metric"] == "R@3"
     assert len((out / "run.trec").read_text().splitlines()) <= 3 * 4
     assert "k: 3" in (out / "config.yaml").read_text()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~umask  # as any file, not mkstemp's 0600
 
 
 def test_rank_bm25_backend_and_custom_metrics(tiny_beir, tmp_path):
@@ -49,6 +52,7 @@ def test_rank_bm25_backend_and_custom_metrics(tiny_beir, tmp_path):
         ("stage.bm25.k=ten", "k must be a positive integer"),
         ("stage.bm25._target_=stages.nope.BM25", "_target_ must be an importable"),
         ("metrics=[nDCG@ten]", "not an ir-measures name"),
+        ("max_queries=abc", "max_queries must be a positive integer"),
     ],
 )
 def test_bad_input_is_a_clear_error_and_writes_nothing(tiny_beir, tmp_path, override, message):
