@@ -10,7 +10,7 @@ import logging
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -24,11 +24,22 @@ log = logging.getLogger(__name__)
 ERROR_FILE = "error.json"
 # config keys that do not change a job's results: where files live, logging, how the sweep is reported
 IGNORED_KEYS = ("paths", "log_level", "sweep")
+# keys ignored at any depth: where a stage keeps its cache does not change what it computes
+IGNORED_ANYWHERE = ("cache_dir", "progress")
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in IGNORED_ANYWHERE}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
 
 
 def comparable(config: dict) -> dict:
-    """``config`` without :data:`IGNORED_KEYS`, for deciding whether saved results are still valid."""
-    return {key: value for key, value in config.items() if key not in IGNORED_KEYS}
+    """``config`` without :data:`IGNORED_KEYS` (top level) and :data:`IGNORED_ANYWHERE` (any level),
+    for deciding whether saved results are still valid."""
+    return _strip({key: value for key, value in config.items() if key not in IGNORED_KEYS})
 
 
 def finished(cfg: DictConfig, out: Path) -> dict | None:

@@ -313,3 +313,13 @@ def test_submitit_local_launcher(tiny_beir, tmp_path):
     assert sorted(r["dir"] for r in rows) == ["stage.rescore.k=1", "stage.rescore.k=3"]
     assert all(r["status"] == "ok" for r in rows)
     assert sorted(k.split("/")[0] for k in artifacts(tmp_path / "cache")) == ["bm25s", "tokens"]
+
+
+def test_resume_ignores_where_caches_live_but_not_settings():
+    from cascade.jobs import comparable
+
+    base = {"paths": {"cache_dir": "/a"}, "stage": {"bm25": {"k": 100, "cache_dir": "/a"}}, "metrics": ["nDCG@10"]}
+    moved = {"paths": {"cache_dir": "/b"}, "stage": {"bm25": {"k": 100, "cache_dir": "/b"}}, "metrics": ["nDCG@10"]}
+    changed = {"paths": {"cache_dir": "/a"}, "stage": {"bm25": {"k": 300, "cache_dir": "/a"}}, "metrics": ["nDCG@10"]}
+    assert comparable(base) == comparable(moved)
+    assert comparable(base) != comparable(changed)
