@@ -80,6 +80,19 @@ def hydra_main(cfg: DictConfig) -> float | None:
     return result["metrics"].get("nDCG@10")
 
 
+def _report(args: list[str]) -> int:
+    """``cascade report DIR``: rebuild the table and plot of a finished or partial sweep."""
+    from cascade.sweep import write_report
+
+    if len(args) != 1 or args[0] in ("-h", "--help"):
+        print("usage: cascade report DIR   (DIR: a sweep folder, e.g. multirun/cutoffs)")
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    summary = write_report(args[0])
+    print(summary["table"])
+    print(f"\nresults: {summary['results']} and results.csv" + (f"; plot: {summary['plot']}" if summary["plot"] else ""))
+    return 0
+
+
 def _download(args: list[str]) -> int:
     from cascade.download import download_beir
 
@@ -106,9 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             hydra_main()
             return print_sweep(callbacks.LAST_REPORT) if callbacks.LAST_REPORT else 0
         if command == "report":
-            from cascade.sweep import report_main
-
-            return report_main(rest)
+            return _report(rest)
         if command == "download":
             return _download(rest)
     except CascadeError as err:

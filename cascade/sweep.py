@@ -241,17 +241,3 @@ def write_report(root: str | Path) -> dict:
     return {"dir": str(root), "table": table, "rows": len(rows), "failed": failed,
             "incomplete": sum(r["status"] == "incomplete" for r in rows),
             "results": str(root / "results.md"), "plot": str(plot) if plot else None}
-
-
-REPORT_USAGE = "usage: cascade report DIR   (DIR: a sweep folder, e.g. multirun/cutoffs)"
-
-
-def report_main(args: list[str]) -> int:
-    """``cascade report DIR``: rebuild the table and plot of a finished or partial sweep."""
-    if len(args) != 1 or args[0] in ("-h", "--help"):
-        print(REPORT_USAGE)
-        return 0 if args and args[0] in ("-h", "--help") else 2
-    summary = write_report(args[0])
-    print(summary["table"])
-    print(f"\nresults: {summary['results']} and results.csv" + (f"; plot: {summary['plot']}" if summary["plot"] else ""))
-    return 0
