@@ -19,7 +19,7 @@ from cascade.data import Dataset
 from cascade.errors import CascadeError, ConfigError
 from cascade.evaluation import evaluate, parse_metrics, per_query, stage_report
 from cascade.run import write_trec_run
-from cascade.stage import Pipeline, Stage
+from cascade.stage import Pipeline, Stage, check_positive
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,8 @@ def build(node: Any, what: str) -> Any:
 
 def build_dataset(cfg: DictConfig) -> Dataset:
     dataset = build(cfg.dataset, "dataset")
-    limit = cfg.get("max_queries")
+    limit = check_positive(cfg.get("max_queries"), "max_queries", null_means="all queries")
     if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
-            raise ConfigError(f"max_queries must be a positive integer or null (all queries), got {limit!r}")
         dataset = dataset.subset(limit)
     return dataset
 

@@ -1,23 +1,11 @@
 """Base class of stages that encode the corpus with a neural model into cached views."""
 from __future__ import annotations
 
-import numbers
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from cascade.corpus_encoding import CorpusView, build_views
 from cascade.data import Corpus
-from cascade.errors import ConfigError
 from cascade.stage import Stage
-
-
-def check_positive(value: Any, what: str, allow_none: bool = True) -> int | None:
-    """A positive integer setting (or None where allowed), else a ConfigError naming it."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        hint = " or null for the model's default" if allow_none else ""
-        raise ConfigError(f"{what} must be a positive integer{hint}, got {value!r}")
-    return int(value)
 
 
 def leaf_stages(stages: Iterable[Stage]) -> list[Stage]:

@@ -20,15 +20,19 @@ from cascade.timing import collect, run_scope
 log = logging.getLogger(__name__)
 
 
+def check_positive(value: Any, what: str, allow_none: bool = True, null_means: str = "") -> int | None:
+    """A positive integer setting (or None where allowed), else a ConfigError naming it."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        hint = f"; null means {null_means}" if allow_none and null_means else ""
+        raise ConfigError(f"{what} must be a positive integer{' or null' if allow_none else ''}, got {value!r}{hint}")
+    return int(value)
+
+
 def check_k(k: Any, owner: str = "stage") -> int | None:
     """Validate a cutoff: a positive integer, or None for "keep all"."""
-    if k is None:
-        return None
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise ConfigError(f"{owner}: k must be a positive integer or null, got {k!r} ({type(k).__name__})")
-    if k <= 0:
-        raise ConfigError(f"{owner}: k must be a positive integer, got {k}; use null to keep every candidate")
-    return int(k)
+    return check_positive(k, f"{owner}: k", null_means="keep every candidate")
 
 
 def _as_fusion(fusion: Fusion | dict | str | None) -> Fusion | None:

@@ -13,7 +13,8 @@ from cascade.encoders import SentenceEncoder, get_sentence_encoder, l2_normalize
 from cascade.errors import ConfigError
 from cascade.kernels import dot_scores, topk_dot
 from cascade.models import resolve_model
-from cascade.neural import EncoderStage, check_positive
+from cascade.neural import EncoderStage
+from cascade.stage import check_positive
 from cascade.timing import timed
 from cascade.token_index import load_vectors
 
@@ -53,8 +54,10 @@ class BiEncoder(EncoderStage):
         if similarity not in SIMILARITIES:
             raise ConfigError(f"{self.name}: similarity {similarity!r} is unknown; use cosine or dot")
         self.model = resolve_model(model)
-        self.query_max_length = check_positive(query_max_length, f"{self.name}.query_max_length")
-        self.doc_max_length = check_positive(doc_max_length, f"{self.name}.doc_max_length")
+        self.query_max_length = check_positive(query_max_length, f"{self.name}.query_max_length",
+                                              null_means="the model's own")
+        self.doc_max_length = check_positive(doc_max_length, f"{self.name}.doc_max_length",
+                                              null_means="the model's own")
         self.batch_size = check_positive(batch_size, f"{self.name}.batch_size", allow_none=False)
         self.chunk_size = check_positive(chunk_size, f"{self.name}.chunk_size", allow_none=False)
         self.retrieval_chunk = check_positive(retrieval_chunk, f"{self.name}.retrieval_chunk", allow_none=False)

@@ -13,7 +13,8 @@ from cascade.data import Corpus
 from cascade.errors import ConfigError
 from cascade.kernels import DEFAULT_BLOCK_ROWS, maxsim
 from cascade.models import resolve_model
-from cascade.neural import EncoderStage, check_positive
+from cascade.neural import EncoderStage
+from cascade.stage import check_positive
 from cascade.timing import timed
 from cascade.token_index import TokenIndex
 
@@ -48,8 +49,10 @@ class ColBERT(EncoderStage):
         if format not in FORMATS:
             raise ConfigError(f"{self.name}: format {format!r} is unknown; use one of {', '.join(FORMATS)}")
         self.model, self.format = resolve_model(model), format
-        self.query_max_length = check_positive(query_max_length, f"{self.name}.query_max_length")
-        self.doc_max_length = check_positive(doc_max_length, f"{self.name}.doc_max_length")
+        self.query_max_length = check_positive(query_max_length, f"{self.name}.query_max_length",
+                                              null_means="the model's own")
+        self.doc_max_length = check_positive(doc_max_length, f"{self.name}.doc_max_length",
+                                              null_means="the model's own")
         self.batch_size = check_positive(batch_size, f"{self.name}.batch_size", allow_none=False)
         self.chunk_size = check_positive(chunk_size, f"{self.name}.chunk_size", allow_none=False)
         self.block_rows = check_positive(block_rows, f"{self.name}.block_rows", allow_none=False)

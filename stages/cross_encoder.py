@@ -8,8 +8,7 @@ import numpy as np
 from cascade.candidates import Batch
 from cascade.data import Corpus
 from cascade.models import load_model, pick_device, resolve_model
-from cascade.neural import check_positive
-from cascade.stage import Stage
+from cascade.stage import Stage, check_positive
 from cascade.timing import timed
 
 log = logging.getLogger(__name__)
@@ -35,7 +34,7 @@ class CrossEncoder(Stage):
                  batch_size: int = 32, device: str | None = None, fusion=None, name: str | None = None):
         super().__init__(k=k, fusion=fusion, name=name or "cross_encoder")
         self.model = resolve_model(model)
-        self.max_length = check_positive(max_length, f"{self.name}.max_length")
+        self.max_length = check_positive(max_length, f"{self.name}.max_length", null_means="the model's own")
         self.batch_size = check_positive(batch_size, f"{self.name}.batch_size", allow_none=False)
         self.device = device
         self._model = None

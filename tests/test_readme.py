@@ -6,7 +6,6 @@ for the first 20 queries (the neural example would otherwise encode all of SciFa
 import re
 
 import numpy as np
-import pytest
 
 import cascade
 from cascade import Corpus, Dataset
