@@ -3,21 +3,29 @@
 Compose stages with ``>>`` and set each one's cutoff with ``%``::
 
     from cascade import load_beir, evaluate
-    from stages.bm25 import BM25
+    from cascade.stages.bm25 import BM25
     ds = load_beir("path/to/scifact")
     run = (BM25() % 1000)(ds)
     print(evaluate(run, ds.qrels, ["nDCG@10", "R@1000"]))
+
+Layers (a lower one never imports a higher one): ``cascade.core`` (data model, stage
+interface, evaluation) and ``cascade.kernels`` (pure array functions); ``cascade.encoders``
+(models and encoders); ``cascade.index`` (cached artifacts); ``cascade.stages``;
+``cascade.app`` (the command line, sweeps, reports).
 """
-from cascade.candidates import Batch, Candidates
-from cascade.data import Corpus, Dataset, load_beir, load_trec
-from cascade.errors import CascadeError, ConfigError, DataError, NeedsCandidatesError
-from cascade.evaluation import DEFAULT_METRICS, evaluate, per_query, stage_report
-from cascade.fusion import Fusion
-from cascade.run import Run, StageTrace, read_trec_run, write_trec_run
-from cascade.stage import Pipeline, Stage
+__version__ = "0.2.0"
+
+from cascade.core.candidates import Batch, Candidates
+from cascade.core.data import Corpus, Dataset, load_beir, load_trec
+from cascade.core.errors import CascadeError, ConfigError, CorruptArtifactError, DataError, NeedsCandidatesError
+from cascade.core.evaluation import DEFAULT_METRICS, evaluate, per_query, stage_report
+from cascade.core.fusion import Fusion
+from cascade.core.results import Run, StageTrace, read_trec_run, write_trec_run
+from cascade.core.stage import Pipeline, Stage
 
 __all__ = [
-    "Batch", "Candidates", "Corpus", "Dataset", "load_beir", "load_trec", "CascadeError", "ConfigError",
-    "DataError", "NeedsCandidatesError", "DEFAULT_METRICS", "evaluate", "per_query", "stage_report",
-    "Fusion", "Run", "StageTrace", "read_trec_run", "write_trec_run", "Pipeline", "Stage",
+    "__version__", "Batch", "Candidates", "Corpus", "Dataset", "load_beir", "load_trec", "CascadeError",
+    "ConfigError", "CorruptArtifactError", "DataError", "NeedsCandidatesError", "DEFAULT_METRICS", "evaluate",
+    "per_query", "stage_report", "Fusion", "Run", "StageTrace", "read_trec_run", "write_trec_run", "Pipeline",
+    "Stage",
 ]

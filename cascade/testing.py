@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from cascade.models import default_model_path, quiet_transformers
+from cascade.encoders.models import default_model_path, quiet_transformers
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 

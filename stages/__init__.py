@@ -1,1 +1,2 @@
-"""Ranking stages, one module each: ``bm25``, ``biencoder``, ``colbert``, ``cross_encoder``."""
+"""Ranking stages, one module each (installed as ``cascade.stages``): ``bm25``, ``biencoder``,
+``colbert``, ``cross_encoder``."""

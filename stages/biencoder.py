@@ -5,25 +5,23 @@ import logging
 
 import numpy as np
 
-from cascade.cache import artifact_dir
-from cascade.candidates import Batch, Candidates
-from cascade.corpus_encoding import CorpusView
-from cascade.data import Corpus
-from cascade.encoders import SentenceEncoder, get_sentence_encoder, l2_normalize
-from cascade.errors import ConfigError
-from cascade.kernels import dot_scores, topk_dot
-from cascade.models import resolve_model
-from cascade.neural import EncoderStage
-from cascade.stage import check_positive
-from cascade.timing import timed
-from cascade.token_index import load_vectors
+from cascade.core.candidates import Batch, Candidates
+from cascade.core.data import Corpus
+from cascade.core.errors import ConfigError
+from cascade.core.stage import Stage, check_positive
+from cascade.core.timing import timed
+from cascade.encoders.models import resolve_model
+from cascade.encoders.sentence import SentenceEncoder, get_sentence_encoder, l2_normalize
+from cascade.index.store import artifact_dir
+from cascade.index.vectors import VectorsArtifact
+from cascade.kernels.dense import dot_scores, topk_dot
 
 log = logging.getLogger(__name__)
 
 SIMILARITIES = ("cosine", "dot")
 
 
-class BiEncoder(EncoderStage):
+class BiEncoder(Stage):
     """Dense retrieval / reranking with a sentence-transformers model.
 
     Document vectors are computed once per (corpus, model, settings) into the cache
@@ -78,20 +76,20 @@ class BiEncoder(EncoderStage):
         return l2_normalize(x) if self.similarity == "cosine" else np.asarray(x, np.float32)
 
     # --- index ----------------------------------------------------------------------
-    def corpus_views(self, corpus: Corpus) -> list[CorpusView]:
+    def artifacts(self, corpus: Corpus) -> list[VectorsArtifact]:
         enc, (_, doc_len) = self.encoder, self._lengths()
         meta = {"stage": "biencoder", **enc.identity(), "doc_max_length": doc_len,
                 "doc_prefix": self.doc_prefix, "similarity": self.similarity}
         path = artifact_dir(self.cache_dir, "dense", corpus=corpus.fingerprint, **meta)
+        return [VectorsArtifact(path, meta, enc.doc_pass(doc_len, self.doc_prefix, self.batch_size),
+                                self.chunk_size, self.progress, transform=self._normalize)]
 
-        def encode(texts, on_batch):
-            return enc.encode(texts, doc_len, self.doc_prefix, self.batch_size, on_batch=on_batch)
+    def load(self, corpus: Corpus, artifacts: list[VectorsArtifact]) -> None:
+        self._vectors = artifacts[0].open(corpus)
 
-        return [CorpusView("vectors", path, meta, ("sentence", id(enc), doc_len, self.doc_prefix), encode,
-                           transform=self._normalize)]
-
-    def load(self, corpus: Corpus, views: list[CorpusView]) -> None:
-        self._vectors = load_vectors(views[0].path, corpus.fingerprint, len(corpus))
+    def index_info(self) -> dict:
+        """Index size: bytes of the document vectors."""
+        return {"index_bytes": int(self._vectors.nbytes)} if self._vectors is not None else {}
 
     # --- queries --------------------------------------------------------------------
     def query_vectors(self, texts) -> np.ndarray:

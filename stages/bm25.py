@@ -1,18 +1,19 @@
 """BM25 over the whole corpus or over given candidates, with the bm25s or rank_bm25 backend."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from cascade.cache import artifact_dir, build_dir, is_complete
-from cascade.candidates import Batch, Candidates
-from cascade.data import Corpus
-from cascade.errors import ConfigError
-from cascade.stage import Stage
-from cascade.timing import timed
+from cascade.core.candidates import Batch, Candidates
+from cascade.core.data import Corpus
+from cascade.core.errors import ConfigError, CorruptArtifactError
+from cascade.core.stage import Stage
+from cascade.core.timing import timed
+from cascade.index import store
 
 log = logging.getLogger(__name__)
 
@@ -80,34 +81,48 @@ class BM25(Stage):
         self._vocab: dict[str, int] = {}
 
     # --- indexing ---------------------------------------------------------------------
-    def index(self, corpus: Corpus) -> None:
+    def load(self, corpus: Corpus, artifacts: list) -> None:
+        """Build (once, cached under a lock) or load the index for ``corpus``."""
         settings = {"corpus": corpus.fingerprint, **self.tokenizer.settings()}
         if self.backend == "bm25s":
             settings.update(method=self.method, k1=self.k1, b=self.b, delta=self.delta)
-            path = artifact_dir(self.cache_dir, "bm25s", **settings)
+            path = store.artifact_dir(self.cache_dir, "bm25s", **settings)
             self._model = self._load_bm25s(path, corpus, settings)
         else:
-            path = artifact_dir(self.cache_dir, "tokens", **settings)
+            path = store.artifact_dir(self.cache_dir, "tokens", **settings)
             self._model = self._load_rank_bm25(path, corpus, settings)
+        self._path = path
+
+    def index_info(self) -> dict:
+        """Index size: bytes of the cached index files."""
+        path = getattr(self, "_path", None)
+        if path is None or not path.is_dir():
+            return {}
+        return {"index_bytes": sum(p.stat().st_size for p in path.iterdir() if p.is_file())}
 
     def _load_bm25s(self, path: Path, corpus: Corpus, settings: dict):
         import bm25s
 
-        if not is_complete(path):
+        def build(tmp: Path) -> None:
             log.info("building bm25s index for %d docs in %s", len(corpus), path)
             model = bm25s.BM25(k1=self.k1, b=self.b, delta=self.delta, method=self.method)
-            model.index(self.tokenizer(corpus.texts), show_progress=False)
-            with build_dir(path, settings) as tmp:
+            with _quiet_bm25s():
+                model.index(self.tokenizer(corpus.texts), show_progress=False)
                 model.save(tmp, show_progress=False)
-        return bm25s.BM25.load(path, mmap=True, show_progress=False)
+
+        store.ensure(path, build, settings)
+        with _quiet_bm25s():
+            return bm25s.BM25.load(path, mmap=True, show_progress=False)
 
     def _load_rank_bm25(self, path: Path, corpus: Corpus, settings: dict):
         import rank_bm25
         from scipy import sparse
 
-        if not is_complete(path):
+        def build(tmp: Path) -> dict:
             log.info("tokenizing %d docs into %s", len(corpus), path)
-            _save_tokens(path, self.tokenizer(corpus.texts), settings)
+            return _save_tokens(tmp, self.tokenizer(corpus.texts))
+
+        store.ensure(path, build, settings)
         tokens, vocab = _load_tokens(path)
         words = np.array(vocab, dtype=object)
         lists = [list(words[row]) for row in tokens]
@@ -167,18 +182,34 @@ class BM25(Stage):
         return f"BM25(k={self.k}, backend={self.backend!r})"
 
 
-def _save_tokens(path: Path, docs: list[list[str]], settings: dict) -> None:
+def _save_tokens(out: Path, docs: list[list[str]]) -> dict:
+    """Write the tokenized corpus (ids, offsets, vocabulary) into ``out``; read by :func:`_load_tokens`."""
     vocab: dict[str, int] = {}
     ids = [vocab.setdefault(tok, len(vocab)) for doc in docs for tok in doc]
     offsets = np.cumsum([0] + [len(doc) for doc in docs])
-    with build_dir(path, {**settings, "num_docs": len(docs), "vocab_size": len(vocab)}) as tmp:
-        np.save(tmp / "token_ids.npy", np.asarray(ids, dtype=np.int64))
-        np.save(tmp / "offsets.npy", offsets.astype(np.int64))
-        (tmp / "vocab.json").write_text(json.dumps(list(vocab)), encoding="utf-8")
+    np.save(out / "token_ids.npy", np.asarray(ids, dtype=np.int64))
+    np.save(out / "offsets.npy", offsets.astype(np.int64))
+    (out / "vocab.json").write_text(json.dumps(list(vocab)), encoding="utf-8")
+    return {"num_docs": len(docs), "vocab_size": len(vocab)}
 
 
 def _load_tokens(path: Path) -> tuple[list[np.ndarray], list[str]]:
+    meta = store.check(path)
     ids = np.load(path / "token_ids.npy", mmap_mode="r")
     offsets = np.load(path / "offsets.npy")
     vocab = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
+    if len(offsets) != meta.get("num_docs", -1) + 1 or offsets[-1] != len(ids) or len(vocab) != meta.get("vocab_size"):
+        raise CorruptArtifactError(f"the token store at {path} is inconsistent; delete it and rebuild")
     return [np.asarray(ids[a:b]) for a, b in zip(offsets[:-1], offsets[1:])], vocab
+
+
+@contextlib.contextmanager
+def _quiet_bm25s():
+    """bm25s logs '[bm25s][DEBUG] ...' lines at build and load; keep normal runs quiet."""
+    logger = logging.getLogger("bm25s")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -5,23 +5,22 @@ import logging
 
 import numpy as np
 
-from cascade.cache import artifact_dir
-from cascade.candidates import Batch
-from cascade.colbert_formats import FORMATS, TokenEncoder, load_token_encoder
-from cascade.corpus_encoding import CorpusView
-from cascade.data import Corpus
-from cascade.errors import ConfigError
-from cascade.kernels import DEFAULT_BLOCK_ROWS, maxsim
-from cascade.models import resolve_model
-from cascade.neural import EncoderStage
-from cascade.stage import check_positive
-from cascade.timing import timed
-from cascade.token_index import TokenIndex
+from cascade.core.candidates import Batch
+from cascade.core.data import Corpus
+from cascade.core.errors import ConfigError
+from cascade.core.stage import Stage, check_positive
+from cascade.core.timing import timed
+from cascade.encoders.colbert_formats import FORMATS, load_token_encoder
+from cascade.encoders.models import resolve_model
+from cascade.encoders.token import TokenEncoder
+from cascade.index.store import artifact_dir
+from cascade.index.token_index import TokenIndex, TokenIndexArtifact
+from cascade.kernels.maxsim import DEFAULT_BLOCK_ROWS, maxsim
 
 log = logging.getLogger(__name__)
 
 
-class ColBERT(EncoderStage):
+class ColBERT(Stage):
     """Rerank candidates by late interaction (sum over query tokens of the best document-token similarity).
 
     Every document's token vectors are precomputed once per (corpus, model, settings)
@@ -38,7 +37,7 @@ class ColBERT(EncoderStage):
             (colbert-ai ``artifact.metadata``, PyLate config, or the model's max_seq_length).
         batch_size, chunk_size: texts per forward pass; documents per saved (resumable) chunk.
         block_rows: bound on token slots MaxSim plans at once per block of queries (memory).
-        device, cache_dir, progress: as for :class:`~stages.biencoder.BiEncoder`.
+        device, cache_dir, progress: as for :class:`~cascade.stages.biencoder.BiEncoder`.
     """
 
     def __init__(self, k: int | None = 10, model: str | None = None, format: str = "auto",
@@ -68,14 +67,18 @@ class ColBERT(EncoderStage):
                                                self.doc_max_length, self.batch_size)
         return self._encoder
 
-    def corpus_views(self, corpus: Corpus) -> list[CorpusView]:
+    def artifacts(self, corpus: Corpus) -> list[TokenIndexArtifact]:
         enc = self.encoder
         meta = {"stage": "colbert", **enc.settings()}
         path = artifact_dir(self.cache_dir, "colbert", corpus=corpus.fingerprint, **meta)
-        return [CorpusView("tokens", path, meta, enc.pass_key(), enc.encode_docs)]
+        return [TokenIndexArtifact(path, meta, enc.doc_pass(), self.chunk_size, self.progress)]
 
-    def load(self, corpus: Corpus, views: list[CorpusView]) -> None:
-        self._index = TokenIndex.load(views[0].path, corpus.fingerprint, len(corpus))
+    def load(self, corpus: Corpus, artifacts: list[TokenIndexArtifact]) -> None:
+        self._index = artifacts[0].open(corpus)
+
+    def index_info(self) -> dict:
+        """Index size: total bytes and bytes per token."""
+        return self._index.info() if self._index is not None else {}
 
     def score(self, batch: Batch) -> np.ndarray:
         with timed("encode"):

@@ -5,11 +5,11 @@ import logging
 
 import numpy as np
 
-from cascade.candidates import Batch
-from cascade.data import Corpus
-from cascade.models import load_model, pick_device, resolve_model
-from cascade.stage import Stage, check_positive
-from cascade.timing import timed
+from cascade.core.candidates import Batch
+from cascade.core.data import Corpus
+from cascade.encoders.models import load_model, pick_device, resolve_model
+from cascade.core.stage import Stage, check_positive
+from cascade.core.timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class CrossEncoder(Stage):
             self._model = load_model(self.model, "cross-encoder", factory, "CrossEncoder")
         return self._model
 
-    def index(self, corpus: Corpus) -> None:
+    def load(self, corpus: Corpus, artifacts: list) -> None:
         """Nothing to index; load the model now so a bad model fails before any query work."""
         self._load()
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cascade.data import Corpus, Dataset
+from cascade.core.data import Corpus, Dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"

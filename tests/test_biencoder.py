@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from cascade import Batch, Candidates, ConfigError, Fusion, Pipeline
-from cascade.encoders import clear_encoders, get_sentence_encoder
+from cascade.encoders.sentence import clear_encoders, get_sentence_encoder
 from cascade.testing import tiny_sentence_transformer
-from stages.biencoder import BiEncoder
-from stages.bm25 import BM25
-from stages.colbert import ColBERT
+from cascade.stages.biencoder import BiEncoder
+from cascade.stages.bm25 import BM25
+from cascade.stages.colbert import ColBERT
 
 QUERIES = ["cat on a mat", "barking dogs", "fish in rivers", "singing birds"]
 
@@ -116,6 +116,7 @@ def test_bad_settings_are_clear_errors(model, bad):
 def test_index_seconds_reports_the_shared_build(model, tiny_dataset, tmp_path):
     pipe = Pipeline([BiEncoder(k=3, model=model, cache_dir=tmp_path, progress=False),
                      ColBERT(k=2, model=model, cache_dir=tmp_path, progress=False)])
-    seconds = pipe.index_seconds(tiny_dataset.corpus)
-    assert len(seconds) == 2 and all(s >= 0 for s in seconds)
+    seconds = pipe.prepare(tiny_dataset.corpus)
+    assert sorted(seconds) == ["biencoder", "colbert"] and all(s >= 0 for s in seconds.values())
+    assert pipe.prepare(tiny_dataset.corpus) == {}  # indexed once: a second prepare does nothing
     assert len(list((tmp_path / "colbert").iterdir())) == 1  # built during the bi-encoder's preparation

@@ -3,8 +3,8 @@ import pytest
 import rank_bm25
 
 from cascade import Batch, Candidates, ConfigError
-from cascade.cache import resolve_cache_dir
-from stages.bm25 import BM25, Tokenizer
+from cascade.index.store import resolve_cache_dir
+from cascade.stages.bm25 import BM25, Tokenizer
 
 
 @pytest.mark.parametrize("variant, cls", [("okapi", rank_bm25.BM25Okapi), ("bm25l", rank_bm25.BM25L),

@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from cascade.app import RESULT_FILES
+from cascade.app.runner import RESULT_FILES
 from conftest import REPO
 
 
 def cascade(*args, cwd=REPO, env_extra=None):
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "cascade.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "cascade.app.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -50,7 +50,8 @@ def test_rank_bm25_backend_and_custom_metrics(tiny_beir, tmp_path):
         ("dataset.split=dev", "available splits: ['test']"),
         ("stage.bm25.k=0", "k must be a positive integer"),
         ("stage.bm25.k=ten", "k must be a positive integer"),
-        ("stage.bm25._target_=stages.nope.BM25", "_target_ must be an importable"),
+        ("stage.bm25._target_=cascade.stages.nope.BM25", "_target_ must be an importable"),
+        ("stage.bm25._target_=stages.bm25.BM25", "is not allowed"),
         ("metrics=[nDCG@ten]", "not an ir-measures name"),
         ("max_queries=abc", "max_queries must be a positive integer"),
     ],

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from cascade import Batch, Candidates, Corpus, NeedsCandidatesError, Pipeline
-from cascade.cache import is_complete
-from cascade.colbert_formats import detect_format
-from cascade.kernels import maxsim_naive
+from cascade.index.store import is_complete
+from cascade.encoders.colbert_formats import detect_format
+from cascade.kernels.maxsim import maxsim_naive
 from cascade.testing import tiny_colbert_ai, tiny_pylate, tiny_sentence_transformer
-from stages.colbert import ColBERT
+from cascade.stages.colbert import ColBERT
 
 DOCS = ["The cat sat on the mat, purring (loudly)!", "Dogs bark at the mail carrier.",
         "Fish swim in cold rivers; lakes too.", "Birds sing " * 30, ""]

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from cascade import Batch, Candidates, NeedsCandidatesError, testing
-from stages.biencoder import BiEncoder
-from stages.bm25 import BM25
-from stages.colbert import ColBERT
-from stages.cross_encoder import CrossEncoder
+from cascade.stages.biencoder import BiEncoder
+from cascade.stages.bm25 import BM25
+from cascade.stages.colbert import ColBERT
+from cascade.stages.cross_encoder import CrossEncoder
 
 _TINY: dict[str, str] = {}
 

@@ -5,7 +5,7 @@ import torch
 
 from cascade import Batch, CascadeError, Candidates, NeedsCandidatesError, Pipeline
 from cascade.testing import tiny_cross_encoder
-from stages.cross_encoder import CrossEncoder
+from cascade.stages.cross_encoder import CrossEncoder
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,15 @@
 """Model resolution and loading errors, and the shared sentence encoder against transformers directly."""
 import numpy as np
+import shutil
+
 import pytest
 import torch
 
 from cascade import CascadeError
-from cascade.encoders import SentenceEncoder, clear_encoders, get_sentence_encoder
-from cascade.models import default_model_path, model_identity, resolve_model
+from cascade.encoders.sentence import SentenceEncoder, clear_encoders, get_sentence_encoder
+from cascade.encoders.models import default_model_path, model_identity, resolve_model
 from cascade.testing import tiny_sentence_transformer
-from cascade.timing import run_scope
+from cascade.core.timing import run_scope
 
 TEXTS = ["The cat sat on the mat, purring loudly while the dog barked at the mail carrier outside.",
          "Dogs bark.", "", "word " * 100]
@@ -51,7 +53,10 @@ def test_model_identity_follows_content(tmp_path, tiny_st):
     first = model_identity(str(tiny_st))
     assert first == model_identity(str(tiny_st))
     other = tiny_sentence_transformer(tmp_path / "other", seed=1)
-    assert model_identity(str(other))["content"] != first["content"]
+    assert model_identity(str(other))["model_content"] != first["model_content"]
+    copy = tmp_path / "elsewhere" / "same"
+    shutil.copytree(tiny_st, copy)
+    assert model_identity(str(copy)) == first  # content only: the same model at another path shares caches
     assert model_identity("org/name") == {"model": "org/name", "revision": "main"}
 
 

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 
 from cascade import Candidates, ConfigError, Run, evaluate, per_query, read_trec_run, write_trec_run
@@ -42,11 +43,19 @@ def test_trec_run_roundtrip(tmp_path):
     run = _run()
     path = write_trec_run(run, tmp_path / "out" / "run.trec", tag="t")
     lines = path.read_text().splitlines()
-    assert lines[0] == "q1 Q0 d3 1 3.000000 t"
+    assert lines[0] == "q1 Q0 d3 1 3.0 t"
     assert not list((tmp_path / "out").glob(".*tmp"))
     back = read_trec_run(path, DOCS, query_ids=run.query_ids)
     assert back.to_dict() == run.to_dict()
     assert evaluate(back, QRELS) == evaluate(run, QRELS)
+
+
+def test_trec_run_keeps_float32_near_ties(tmp_path):
+    """%.6f would write both scores as 3.788983 and lose their order; full precision keeps it."""
+    run = Run(("q1",), DOCS, Candidates(np.array([[0, 1]]), np.array([[3.78898287, 3.78898263]], np.float32)))
+    back = read_trec_run(write_trec_run(run, tmp_path / "r.trec"), DOCS)
+    assert np.array_equal(back.candidates.scores, run.candidates.scores)
+    assert back.candidates.scores[0, 0] > back.candidates.scores[0, 1]
 
 
 def test_trec_run_with_unknown_doc_rejected(tmp_path):

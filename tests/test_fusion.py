@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from cascade import Batch, Candidates, ConfigError, Fusion
-from cascade.fusion import normalize
-from stages.bm25 import BM25
+from cascade.core.fusion import normalize
+from cascade.stages.bm25 import BM25
 
 MASK = np.array([[True, True, True, False], [True, True, False, False]])
 SCORES = np.array([[3.0, 1.0, 2.0, -np.inf], [10.0, 10.0, -np.inf, -np.inf]])

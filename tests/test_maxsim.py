@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from cascade.kernels import dot_scores, maxsim, maxsim_naive, topk_dot
+from cascade.kernels.dense import dot_scores, topk_dot
+from cascade.kernels.maxsim import maxsim, maxsim_naive
 
 
 def _index(rng, num_docs=60, dim=24, max_len=30, dtype=np.float16):

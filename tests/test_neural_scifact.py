@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from cascade import Corpus, Dataset, Fusion, evaluate, load_beir, stage_report
-from stages.biencoder import BiEncoder
-from stages.bm25 import BM25
-from stages.colbert import ColBERT
+from cascade.stages.biencoder import BiEncoder
+from cascade.stages.bm25 import BM25
+from cascade.stages.colbert import ColBERT
 
 pytestmark = pytest.mark.slow
 

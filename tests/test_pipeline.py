@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from cascade import Batch, Candidates, ConfigError, NeedsCandidatesError, Pipeline, Stage
-from cascade.timing import timed
-from stages.bm25 import BM25
+from cascade.core.timing import timed
+from cascade.stages.bm25 import BM25
 
 
 class Reverse(Stage):

@@ -80,7 +80,7 @@ def ray_head(tmp_path_factory):
 def _sweep(tmp_path, tiny_beir, cache, *launcher):
     env = {**os.environ, **RAY_ENV, "CASCADE_CACHE_DIR": str(cache)}
     return subprocess.run(
-        [sys.executable, "-m", "cascade.cli", "run", "-m", "pipeline=bm25_rescore", f"dataset.path={tiny_beir}",
+        [sys.executable, "-m", "cascade.app.cli", "run", "-m", "pipeline=bm25_rescore", f"dataset.path={tiny_beir}",
          "stage.rescore.k=1,3", f"hydra.sweep.dir={tmp_path / 'sweep'}", *launcher],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 

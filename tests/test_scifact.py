@@ -2,7 +2,7 @@
 import pytest
 
 from cascade import evaluate, load_beir, stage_report
-from stages.bm25 import BM25
+from cascade.stages.bm25 import BM25
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,12 @@ import yaml
 from hydra import compose, initialize_config_dir
 from scipy import stats
 
-from cascade import sweep
-from cascade.cli import main as cli_main
-from cascade.errors import ConfigError
-from cascade.naming import safe_name, sweep_name
-from cascade.plot import pareto_front, quality_cost_figure
-from cascade.significance import compare, holm, paired_ttest, randomization_test
+from cascade.app import sweep
+from cascade.app.cli import main as cli_main
+from cascade.core.errors import ConfigError
+from cascade.app.naming import safe_name, sweep_name
+from cascade.app.plot import pareto_front, quality_cost_figure
+from cascade.app.significance import compare, holm, paired_ttest, randomization_test
 from conftest import REPO
 
 CONF = REPO / "conf"
@@ -28,7 +28,7 @@ CONF = REPO / "conf"
 
 def cascade(*args, cwd, cache):
     env = {**os.environ, "CASCADE_CACHE_DIR": str(cache)}
-    return subprocess.run([sys.executable, "-m", "cascade.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "cascade.app.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -150,7 +150,7 @@ def test_report_from_job_folders(tmp_path):
     assert float(rows[1]["ms_per_query"]) == 2.0 and float(rows[1]["ms_rescore"]) == 1.5
     assert float(rows[1]["index_s"]) == 0.75 and rows[1]["pipeline"] == "bm25_rescore"
     assert rows[2]["error"] == "ConfigError: bm25: k must be a positive integer"
-    assert summary["failed"] == [("stage.bm25.k=abc", rows[2]["error"])] and summary["incomplete"] == 1
+    assert summary.failed == [("stage.bm25.k=abc", rows[2]["error"])] and summary.incomplete == 1
     md = (root / "results.md").read_text()
     assert "bm25%1000 (baseline)" in md and "| failed" in md and "4 jobs: 2 ok, 1 failed, 1 incomplete" in md
     assert (root / sweep.PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -267,21 +267,21 @@ def test_unknown_experiment_is_a_clear_error(tmp_path):
 
 SLOW_STAGE = '''
 import logging, time
-from cascade.cache import artifact_dir, build_dir, is_complete
-from stages.bm25 import BM25
+from cascade.index import store
+from cascade.stages.bm25 import BM25
 
 
 class SlowBM25(BM25):
     """BM25 whose index takes seconds to build: parallel jobs would both build it without the lock."""
 
-    def index(self, corpus):
-        path = artifact_dir(self.cache_dir, "slow", corpus=corpus.fingerprint)
-        if not is_complete(path):
+    def load(self, corpus, artifacts):
+        def build(tmp):
             logging.getLogger("cascade.slow").warning("building the slow artifact")
             time.sleep(3)
-            with build_dir(path, {"corpus": corpus.fingerprint}):
-                pass
-        super().index(corpus)
+
+        store.ensure(store.artifact_dir(self.cache_dir, "slow", corpus=corpus.fingerprint), build,
+                     {"corpus": corpus.fingerprint})
+        super().load(corpus, artifacts)
 '''
 
 
@@ -291,8 +291,8 @@ def test_parallel_jobs_build_each_index_once(tiny_beir, tmp_path):
     cache = tmp_path / "cache"
     env = {**os.environ, "CASCADE_CACHE_DIR": str(cache), "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
     proc = subprocess.run(
-        [sys.executable, "-m", "cascade.cli", "run", "-m", "pipeline=bm25", f"dataset.path={tiny_beir}",
-         "stage.bm25._target_=slowstage.SlowBM25", "stage.bm25.k=3,5", "hydra/launcher=joblib",
+        [sys.executable, "-m", "cascade.app.cli", "run", "-m", "pipeline=bm25", f"dataset.path={tiny_beir}",
+         "stage.bm25._target_=slowstage.SlowBM25", "allowed_targets=[slowstage]", "stage.bm25.k=3,5", "hydra/launcher=joblib",
          "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -316,7 +316,7 @@ def test_submitit_local_launcher(tiny_beir, tmp_path):
 
 
 def test_resume_ignores_where_caches_live_but_not_settings():
-    from cascade.jobs import comparable
+    from cascade.app.jobs import comparable
 
     base = {"paths": {"cache_dir": "/a"}, "stage": {"bm25": {"k": 100, "cache_dir": "/a"}}, "metrics": ["nDCG@10"]}
     moved = {"paths": {"cache_dir": "/b"}, "stage": {"bm25": {"k": 100, "cache_dir": "/b"}}, "metrics": ["nDCG@10"]}

@@ -18,7 +18,7 @@ import numpy as np
 import rank_bm25
 
 from cascade import Candidates, Run, evaluate, load_beir
-from stages.bm25 import Tokenizer
+from cascade.stages.bm25 import Tokenizer
 
 K = 1000
 

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from cascade import load_beir
-from cascade.cache import resolve_cache_dir
-from cascade.encoders import SentenceEncoder
-from cascade.tables import markdown_table
+from cascade.index.store import resolve_cache_dir
+from cascade.encoders.sentence import SentenceEncoder
+from cascade.app.tables import markdown_table
 
 SCIFACT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "scifact"
 

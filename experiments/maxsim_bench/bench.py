@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cascade.kernels import maxsim, maxsim_naive
-from cascade.tables import markdown_table
+from cascade.kernels.maxsim import maxsim, maxsim_naive
+from cascade.app.tables import markdown_table
 
 SCIFACT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "scifact"
 
@@ -27,7 +27,7 @@ SCIFACT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "scif
 def scifact_lengths(max_length: int = 256) -> np.ndarray:
     """Token count of every SciFact document (MiniLM tokenizer, [CLS]/[SEP] dropped, truncated)."""
     from cascade import load_beir
-    from cascade.models import default_model_path
+    from cascade.encoders.models import default_model_path
     from transformers import AutoTokenizer
 
     texts = load_beir(SCIFACT).corpus.texts

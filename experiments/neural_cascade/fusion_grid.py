@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from cascade import Batch, Fusion, evaluate, load_beir
-from cascade.run import Run
-from cascade.tables import markdown_table
-from stages.biencoder import BiEncoder
-from stages.bm25 import BM25
-from stages.colbert import ColBERT
+from cascade.core.results import Run
+from cascade.app.tables import markdown_table
+from cascade.stages.biencoder import BiEncoder
+from cascade.stages.bm25 import BM25
+from cascade.stages.colbert import ColBERT
 
 SCIFACT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "scifact"
 WEIGHTS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.3)

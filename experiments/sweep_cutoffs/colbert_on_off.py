@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from cascade.significance import compare
+from cascade.app.significance import compare
 
 
 def main(root: Path) -> None:

@@ -1,0 +1,1 @@
+"""The experiment app: ``cascade`` command line, configured runs, sweep jobs, reports, plots."""

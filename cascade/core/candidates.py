@@ -1,0 +1,142 @@
+"""Padded-array candidate lists and the batch that travels between stages."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cascade.core.errors import CascadeError
+
+if TYPE_CHECKING:
+    from cascade.core.data import Corpus
+
+PAD = -1
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Per-query candidate documents as padded arrays.
+
+    ``doc_idx`` (Q, K) int64 holds corpus row indices, ``-1`` for padding;
+    ``scores`` (Q, K) float32 holds their scores, ``-inf`` at padding. Valid
+    entries are packed to the left of each row.
+    """
+
+    doc_idx: np.ndarray
+    scores: np.ndarray
+
+    def __post_init__(self) -> None:
+        doc_idx = np.asarray(self.doc_idx)
+        scores = np.asarray(self.scores)
+        if doc_idx.ndim != 2 or scores.shape != doc_idx.shape:
+            raise ValueError(
+                f"doc_idx and scores must be 2-D arrays of one shape (queries, k); "
+                f"got {doc_idx.shape} and {scores.shape}"
+            )
+        if doc_idx.size and not np.issubdtype(doc_idx.dtype, np.integer):
+            raise TypeError(f"doc_idx must hold integers, got {doc_idx.dtype}")
+        doc_idx = doc_idx.astype(np.int64, copy=False)
+        scores = scores.astype(np.float32, copy=False)
+        pad = doc_idx == PAD
+        if (doc_idx < PAD).any():
+            raise ValueError("doc_idx holds negative values other than the padding value -1")
+        if doc_idx.shape[1] > 1 and (pad[:, :-1] & ~pad[:, 1:]).any():
+            raise ValueError("padding (-1) must come after every valid doc_idx in a row")
+        if np.isnan(scores[~pad]).any():
+            raise ValueError("scores of valid candidates must not be NaN")
+        if not np.isneginf(scores[pad]).all():
+            scores = np.where(pad, np.float32(-np.inf), scores)
+        object.__setattr__(self, "doc_idx", doc_idx)
+        object.__setattr__(self, "scores", scores)
+
+    @classmethod
+    def empty(cls, num_queries: int) -> "Candidates":
+        """Candidates with no documents for ``num_queries`` queries."""
+        return cls(np.full((num_queries, 0), PAD, np.int64), np.zeros((num_queries, 0), np.float32))
+
+    @classmethod
+    def from_lists(cls, doc_idx: list[list[int]], scores: list[list[float]]) -> "Candidates":
+        """Build from ragged per-query lists, padding to the longest row."""
+        if len(doc_idx) != len(scores):
+            raise ValueError("doc_idx and scores need one list per query")
+        width = max((len(row) for row in doc_idx), default=0)
+        idx = np.full((len(doc_idx), width), PAD, np.int64)
+        val = np.full((len(doc_idx), width), -np.inf, np.float32)
+        for i, (ids, sc) in enumerate(zip(doc_idx, scores)):
+            if len(ids) != len(sc):
+                raise ValueError(f"query row {i}: {len(ids)} doc ids but {len(sc)} scores")
+            idx[i, : len(ids)] = ids
+            val[i, : len(sc)] = sc
+        return cls(idx, val)
+
+    @property
+    def num_queries(self) -> int:
+        return self.doc_idx.shape[0]
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Boolean (Q, K): True where an entry is a real candidate."""
+        return self.doc_idx != PAD
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Number of valid candidates per query."""
+        return self.mask.sum(axis=1)
+
+    def topk(self, k: int | None) -> "Candidates":
+        """Sort every row by descending score (ties by doc index) and keep at most ``k``."""
+        # lexsort: last key is primary; padding has -inf so it sinks to the end.
+        order = np.lexsort((self.doc_idx, -self.scores.astype(np.float64)), axis=1)
+        doc_idx = np.take_along_axis(self.doc_idx, order, axis=1)
+        scores = np.take_along_axis(self.scores, order, axis=1)
+        pad = doc_idx == PAD
+        # -inf scored real docs could precede padding only if ties; re-pack defensively.
+        if (pad[:, :-1] & ~pad[:, 1:]).any():
+            order = np.argsort(pad, axis=1, kind="stable")
+            doc_idx = np.take_along_axis(doc_idx, order, axis=1)
+            scores = np.take_along_axis(scores, order, axis=1)
+        width = int(self.lengths.max(initial=0))
+        if k is not None:
+            width = min(width, k)
+        return Candidates(doc_idx[:, :width], scores[:, :width])
+
+    def check_within(self, num_docs: int) -> None:
+        """Raise if any candidate index is outside a corpus of ``num_docs`` documents."""
+        if self.doc_idx.size and self.doc_idx.max() >= num_docs:
+            bad = int(self.doc_idx.max())
+            raise CascadeError(
+                f"candidate doc index {bad} is outside the corpus ({num_docs} documents); "
+                "the candidates were made for another corpus - build them from this dataset"
+            )
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one stage hands the next: the queries, the corpus and the current candidates."""
+
+    query_texts: tuple[str, ...]
+    corpus: "Corpus"
+    candidates: Candidates | None = None
+    query_ids: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "query_texts", tuple(self.query_texts))
+        object.__setattr__(self, "query_ids", tuple(self.query_ids))
+        if self.query_ids and len(self.query_ids) != len(self.query_texts):
+            raise ValueError("query_ids and query_texts differ in length")
+        if self.candidates is not None:
+            if self.candidates.num_queries != len(self.query_texts):
+                raise ValueError(
+                    f"candidates have {self.candidates.num_queries} rows for "
+                    f"{len(self.query_texts)} queries"
+                )
+            self.candidates.check_within(len(self.corpus))
+
+    @property
+    def num_queries(self) -> int:
+        return len(self.query_texts)
+
+    def with_candidates(self, candidates: Candidates) -> "Batch":
+        """A copy of this batch carrying new candidates."""
+        return Batch(self.query_texts, self.corpus, candidates, self.query_ids)

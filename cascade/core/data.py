@@ -1,0 +1,180 @@
+"""Datasets: BEIR directories and TREC files, loaded into plain id/text lists."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from cascade.core.errors import DataError
+
+log = logging.getLogger(__name__)
+
+Qrels = dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Documents by row index: ``ids[i]`` is the string id of the text ``texts[i]``."""
+
+    ids: tuple[str, ...]
+    texts: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ids", tuple(self.ids))
+        object.__setattr__(self, "texts", tuple(self.texts))
+        if len(self.ids) != len(self.texts):
+            raise DataError(f"corpus has {len(self.ids)} ids but {len(self.texts)} texts")
+        if not self.ids:
+            raise DataError("the corpus is empty: give a corpus with at least one document")
+        if len(set(self.ids)) != len(self.ids):
+            raise DataError("the corpus repeats document ids; every document needs its own id")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A content hash of ids and texts, used to address caches built from this corpus."""
+        digest = hashlib.sha256()
+        for doc_id, text in zip(self.ids, self.texts):
+            digest.update(doc_id.encode())
+            digest.update(b"\x00")
+            digest.update(text.encode())
+            digest.update(b"\x01")
+        return digest.hexdigest()[:16]
+
+    @cached_property
+    def index_of(self) -> dict[str, int]:
+        return {doc_id: i for i, doc_id in enumerate(self.ids)}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A corpus, the queries of one split, and their relevance judgments."""
+
+    corpus: Corpus
+    query_ids: tuple[str, ...]
+    query_texts: tuple[str, ...]
+    qrels: Qrels = field(default_factory=dict)
+    name: str = "dataset"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "query_ids", tuple(self.query_ids))
+        object.__setattr__(self, "query_texts", tuple(self.query_texts))
+
+    def subset(self, n_queries: int) -> "Dataset":
+        """The first ``n_queries`` queries with their qrels, over the same corpus."""
+        ids = self.query_ids[:n_queries]
+        qrels = {q: self.qrels[q] for q in ids if q in self.qrels}
+        return Dataset(self.corpus, ids, self.query_texts[:n_queries], qrels, self.name)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}, line {lineno}: not valid JSON ({err.msg}); fix or remove that line") from None
+            if not isinstance(row, dict) or "_id" not in row:
+                raise DataError(f'{path}, line {lineno}: expected an object with an "_id" field')
+            rows.append(row)
+    return rows
+
+
+def read_qrels_tsv(path: Path) -> Qrels:
+    """Read qrels in BEIR's TSV (``query-id corpus-id score``, with header) or TREC format."""
+    qrels: Qrels = {}
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            parts = line.split()
+            if not parts or (lineno == 1 and not parts[-1].lstrip("-").isdigit()):
+                continue  # blank line or header
+            if len(parts) == 3:
+                qid, did, rel = parts
+            elif len(parts) == 4:
+                qid, _, did, rel = parts
+            else:
+                raise DataError(f"{path}, line {lineno}: expected 'qid docid rel' or 'qid 0 docid rel'")
+            try:
+                qrels.setdefault(qid, {})[did] = int(rel)
+            except ValueError:
+                raise DataError(f"{path}, line {lineno}: relevance {rel!r} is not an integer") from None
+    return qrels
+
+
+def _restrict_qrels(qrels: Qrels, query_ids: set[str], corpus: Corpus) -> Qrels:
+    """Drop judgments for unknown queries or documents, warning with counts."""
+    bad_q = [q for q in qrels if q not in query_ids]
+    bad_d = sum(d not in corpus.index_of for q in qrels if q in query_ids for d in qrels[q])
+    if bad_q:
+        log.warning("qrels name %d queries not in the queries file; they are not evaluated", len(bad_q))
+    if bad_d:
+        log.warning("qrels name %d documents not in the corpus; those judgments are dropped", bad_d)
+    kept = {q: {d: r for d, r in docs.items() if d in corpus.index_of} for q, docs in qrels.items() if q in query_ids}
+    return {q: docs for q, docs in kept.items() if docs}
+
+
+def _doc_text(row: dict) -> str:
+    title, text = str(row.get("title") or "").strip(), str(row.get("text") or "").strip()
+    return f"{title} {text}".strip()
+
+
+def load_corpus(path: str | Path) -> Corpus:
+    """Load a BEIR ``corpus.jsonl``; title and text are joined by a space."""
+    rows = _read_jsonl(Path(path))
+    if not rows:
+        raise DataError(f"{path} holds no documents; a corpus needs at least one")
+    return Corpus([str(r["_id"]) for r in rows], [_doc_text(r) for r in rows])
+
+
+def load_beir(path: str | Path, split: str = "test", name: str | None = None) -> Dataset:
+    """Load a BEIR-layout directory: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.
+
+    Only queries judged in the split are kept, in the order of queries.jsonl.
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"dataset directory {root} does not exist; set dataset.path to a BEIR folder "
+            "(corpus.jsonl, queries.jsonl, qrels/) or download one with `cascade download scifact DIR`"
+        )
+    for required in ("corpus.jsonl", "queries.jsonl"):
+        if not (root / required).is_file():
+            raise DataError(f"{root} has no {required}; a BEIR folder holds corpus.jsonl, queries.jsonl and qrels/")
+    qrels_path = root / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        found = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
+        raise DataError(f"split {split!r} has no qrels file {qrels_path}; available splits: {found or 'none'}")
+    corpus = load_corpus(root / "corpus.jsonl")
+    queries = {str(r["_id"]): str(r.get("text") or "") for r in _read_jsonl(root / "queries.jsonl")}
+    qrels = _restrict_qrels(read_qrels_tsv(qrels_path), set(queries), corpus)
+    ids = [q for q in queries if q in qrels]
+    log.info("loaded %s: %d docs, %d %s queries", root.name, len(corpus), len(ids), split)
+    return Dataset(corpus, ids, [queries[q] for q in ids], qrels, name or root.name)
+
+
+def load_trec(corpus: str | Path, topics: str | Path, qrels: str | Path | None = None, name: str = "trec") -> Dataset:
+    """Load a corpus (BEIR ``corpus.jsonl``), a topics TSV (``qid<TAB>text``) and TREC qrels."""
+    corpus_obj = load_corpus(Path(corpus))
+    topics_path = Path(topics)
+    if not topics_path.is_file():
+        raise DataError(f"topics file {topics_path} does not exist")
+    texts: dict[str, str] = {}
+    with topics_path.open(encoding="utf-8") as handle:
+        for lineno, row in enumerate(csv.reader(handle, delimiter="\t"), 1):
+            if not row:
+                continue
+            if len(row) < 2:
+                raise DataError(f"{topics_path}, line {lineno}: expected 'qid<TAB>query text'")
+            texts[row[0]] = row[1]
+    judged = _restrict_qrels(read_qrels_tsv(Path(qrels)), set(texts), corpus_obj) if qrels else {}
+    ids = [q for q in texts if not qrels or q in judged]
+    return Dataset(corpus_obj, ids, [texts[q] for q in ids], judged, name)

@@ -1,0 +1,253 @@
+"""The one stage interface (``rerank(batch) -> batch``) and pipelines built with ``>>`` and ``%``."""
+from __future__ import annotations
+
+import copy
+import logging
+import numbers
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from cascade.core.candidates import Batch, Candidates
+from cascade.core.data import Corpus, Dataset
+from cascade.core.errors import ConfigError, NeedsCandidatesError
+from cascade.core.fusion import Fusion
+from cascade.core.indexing import Artifact, build_all
+from cascade.core.results import Run, StageTrace
+from cascade.core.timing import collect, run_scope
+
+log = logging.getLogger(__name__)
+
+
+def check_positive(value: Any, what: str, allow_none: bool = True, null_means: str = "") -> int | None:
+    """A positive integer setting (or None where allowed), else a ConfigError naming it."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        hint = f"; null means {null_means}" if allow_none and null_means else ""
+        raise ConfigError(f"{what} must be a positive integer{' or null' if allow_none else ''}, got {value!r}{hint}")
+    return int(value)
+
+
+def check_k(k: Any, owner: str = "stage") -> int | None:
+    """Validate a cutoff: a positive integer, or None for "keep all"."""
+    return check_positive(k, f"{owner}: k", null_means="keep every candidate")
+
+
+def _as_fusion(fusion: Fusion | dict | str | None) -> Fusion | None:
+    if fusion is None or isinstance(fusion, Fusion):
+        return fusion
+    if isinstance(fusion, str):
+        return Fusion(method=fusion)
+    if isinstance(fusion, Mapping):  # a dict, or an OmegaConf DictConfig from a YAML config
+        return Fusion(**fusion)
+    raise ConfigError(f"fusion must be a Fusion, a method name or a dict, got {type(fusion).__name__}")
+
+
+class Stage:
+    """A ranking stage: retrieves from the corpus or rescores given candidates, keeping the top ``k``.
+
+    Subclasses implement :meth:`score` (rescore candidates) and, if they can retrieve
+    from the whole corpus, :meth:`retrieve`. A stage that needs cached corpus artifacts
+    lists them in :meth:`artifacts` and opens them in :meth:`load`; a pipeline builds the
+    artifacts of all its stages in one planned step (shared encoder passes run once).
+    """
+
+    def __init__(self, k: int | None = None, fusion: Fusion | dict | str | None = None, name: str | None = None):
+        self.name = name or type(self).__name__.lower()
+        self.k = check_k(k, self.name)
+        self.fusion = _as_fusion(fusion)
+        self._prepared_for: str | None = None
+
+    # --- what subclasses implement -------------------------------------------------
+    def artifacts(self, corpus: Corpus) -> list[Artifact]:
+        """The cached corpus artifacts this stage needs (none by default)."""
+        return []
+
+    def load(self, corpus: Corpus, artifacts: list[Artifact]) -> None:
+        """Open the built ``artifacts`` (or build a private index) for ``corpus``; no-op by default."""
+
+    def retrieve(self, batch: Batch, k: int | None) -> Candidates:
+        """Top ``k`` candidates per query from the whole corpus."""
+        raise NeedsCandidatesError(
+            f"stage {self.name!r} reranks candidates and cannot retrieve from the whole corpus; "
+            f"put a retriever before it, e.g. BM25() % 1000 >> {type(self).__name__}(...)"
+        )
+
+    def can_retrieve(self) -> bool:
+        """Whether this stage can go first (it overrides :meth:`retrieve`)."""
+        return type(self).retrieve is not Stage.retrieve
+
+    def score(self, batch: Batch) -> np.ndarray:
+        """Scores (Q, K) for ``batch.candidates``; values at padding are ignored."""
+        raise NotImplementedError(f"{type(self).__name__} must implement score()")
+
+    # --- the interface ------------------------------------------------------------------
+    def is_prepared(self, corpus: Corpus) -> bool:
+        return self._prepared_for == corpus.fingerprint
+
+    def prepare(self, corpus: Corpus) -> dict[str, float]:
+        """Build (or reuse) and open this stage's index for ``corpus``, once per corpus.
+
+        Returns the seconds spent per stage name (empty when it was already prepared).
+        """
+        return prepare_stages([self], corpus)
+
+    def rerank(self, batch: Batch) -> Batch:
+        """Return ``batch`` with new candidates: sorted by score, at most ``k`` per query."""
+        if batch.candidates is None:
+            if not self.can_retrieve():
+                self.retrieve(batch, self.k)  # raises NeedsCandidatesError before any indexing
+        self.prepare(batch.corpus)
+        if batch.candidates is None:
+            return batch.with_candidates(self.retrieve(batch, self.k))
+        cands = batch.candidates
+        if cands.doc_idx.shape[1] == 0:
+            return batch
+        scores = np.asarray(self.score(batch), dtype=np.float32)
+        if scores.shape != cands.doc_idx.shape:
+            raise ValueError(f"{self.name}.score returned shape {scores.shape}, expected {cands.doc_idx.shape}")
+        if self.fusion is not None:
+            scores = self.fusion(cands.scores, scores, cands.mask)
+        return batch.with_candidates(Candidates(cands.doc_idx, scores).topk(self.k))
+
+    def __call__(self, data: Dataset | Batch) -> Run:
+        """Run this stage (or pipeline) over a dataset's queries; returns a :class:`Run`."""
+        return Pipeline([self]).run(data)
+
+    # --- composition --------------------------------------------------------------------
+    def __mod__(self, k: int) -> "Stage":
+        """A copy of this stage that keeps the top ``k``."""
+        clone = copy.copy(self)
+        clone.k = check_k(k, self.name)
+        return clone
+
+    def __rshift__(self, other: "Stage") -> "Pipeline":
+        if not isinstance(other, Stage):
+            raise TypeError(f"can only chain stages with >>, got {type(other).__name__}: {other!r}")
+        return Pipeline([self, other])
+
+    def __rrshift__(self, other: Any) -> "Pipeline":
+        raise TypeError(f"can only chain stages with >>, got {type(other).__name__}: {other!r}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(k={self.k})"
+
+
+def leaf_stages(stages: Sequence[Stage]) -> list[Stage]:
+    """``stages`` with nested pipelines expanded."""
+    out: list[Stage] = []
+    for stage in stages:
+        out.extend(leaf_stages(stage.stages) if isinstance(stage, Pipeline) else [stage])
+    return out
+
+
+def prepare_stages(stages: Sequence[Stage], corpus: Corpus) -> dict[str, float]:
+    """Prepare every stage not yet prepared for ``corpus`` in one planned step.
+
+    Asks each stage for its artifacts, builds the missing ones (shared passes once,
+    see :mod:`cascade.core.indexing`), then lets each stage load. Returns seconds per
+    stage name: its share of the builds plus its load time.
+    """
+    todo = [s for s in dict.fromkeys(leaf_stages(stages)) if not s.is_prepared(corpus)]
+    needs = {id(s): list(s.artifacts(corpus)) for s in todo}
+    built = build_all([a for s in todo for a in needs[id(s)]], corpus)
+    seconds: dict[str, float] = {}
+    for stage in todo:
+        start = time.perf_counter()
+        stage.load(corpus, needs[id(stage)])
+        stage._prepared_for = corpus.fingerprint
+        own = sum(built.get(a.path, 0.0) for a in needs[id(stage)])
+        seconds[stage.name] = seconds.get(stage.name, 0.0) + own + time.perf_counter() - start
+    return seconds
+
+
+class Pipeline(Stage):
+    """Stages run in order; each reranks what the one before kept. ``>>`` flattens nested pipelines.
+
+    ``fusion=False`` runs every stage without score fusion (each ranks by its own score):
+    the fusion ablation of any pipeline without a copy of its config.
+    """
+
+    def __init__(self, stages: list[Stage], k: int | None = None, name: str = "pipeline", fusion: bool = True):
+        flat: list[Stage] = []
+        for stage in stages:
+            if not isinstance(stage, Stage):
+                raise TypeError(f"pipeline stages must be Stage objects, got {type(stage).__name__}: {stage!r}")
+            # a nested pipeline with its own cutoff stays one unit so that cutoff still applies
+            flat.extend(stage.stages if isinstance(stage, Pipeline) and stage.k is None else [stage])
+        if not flat:
+            raise ConfigError("a pipeline needs at least one stage")
+        if not isinstance(fusion, bool):
+            raise ConfigError(f"pipeline fusion must be true or false, got {fusion!r}")
+        if not fusion:
+            flat = [_without_fusion(s) for s in flat]
+        super().__init__(k=k, name=name)
+        self.stages = flat
+
+    def __call__(self, data: Dataset | Batch) -> Run:
+        return self.run(data)
+
+    def is_prepared(self, corpus: Corpus) -> bool:
+        return all(s.is_prepared(corpus) for s in leaf_stages(self.stages))
+
+    def prepare(self, corpus: Corpus) -> dict[str, float]:
+        """Index every stage for ``corpus`` in one planned step (see :func:`prepare_stages`)."""
+        return prepare_stages(self.stages, corpus)
+
+    def rerank(self, batch: Batch) -> Batch:
+        self._check_first(batch)
+        self.prepare(batch.corpus)
+        with run_scope():
+            for stage in self.stages:
+                batch = stage.rerank(batch)
+        return batch.with_candidates(batch.candidates.topk(self.k)) if self.k else batch
+
+    def _check_first(self, batch: Batch) -> None:
+        first = self.stages[0]
+        if batch.candidates is None and not isinstance(first, Pipeline) and not first.can_retrieve():
+            first.retrieve(batch, first.k)  # raises NeedsCandidatesError before any indexing
+
+    def run(self, data: Dataset | Batch) -> Run:
+        """Run every stage over ``data``, tracing each stage's output, wall time and index time."""
+        if isinstance(data, Dataset):
+            batch = Batch(data.query_texts, data.corpus, None, data.query_ids)
+        else:
+            batch = data
+        self._check_first(batch)
+        index_s = self.prepare(batch.corpus)  # 0 s for stages already indexed earlier
+        trace = []
+        with run_scope():
+            for stage in self.stages:
+                start = time.perf_counter()
+                with collect() as phases:
+                    batch = stage.rerank(batch)
+                seconds = time.perf_counter() - start
+                built = index_s.get(stage.name, 0.0)
+                trace.append(StageTrace(stage.name, stage.k, batch.candidates, seconds, dict(phases), built,
+                                        stage_index_info(stage)))
+                log.info("stage %s: k=%s, %.1f ms/query", stage.name, stage.k,
+                         1000 * seconds / max(batch.num_queries, 1))
+        final = batch.candidates.topk(self.k) if self.k else batch.candidates
+        qids = batch.query_ids or tuple(str(i) for i in range(batch.num_queries))
+        return Run(qids, batch.corpus.ids, final, tuple(trace))
+
+    def __repr__(self) -> str:
+        inner = " >> ".join(f"{s!r}" for s in self.stages)
+        return f"({inner}) % {self.k}" if self.k else inner
+
+
+def stage_index_info(stage: Stage) -> dict:
+    """What a stage reports about its index (bytes, bytes per token...), if it says."""
+    info = getattr(stage, "index_info", None)
+    return dict(info()) if callable(info) else {}
+
+
+def _without_fusion(stage: Stage) -> Stage:
+    if isinstance(stage, Pipeline):
+        return Pipeline(stage.stages, stage.k, stage.name, fusion=False)
+    clone = copy.copy(stage)
+    clone.fusion = None
+    return clone

@@ -1,0 +1,2 @@
+"""Models and encoders: finding and loading models, the shared sentence encoder, and the token
+encoders of the ColBERT checkpoint formats."""

@@ -1,0 +1,160 @@
+"""Resumable corpus encoding: one encoder pass fills every artifact that shares it.
+
+An :class:`EncodedArtifact` is a cached array file set built from an encoder's pass over
+a corpus (pooled vectors, a token index, a compressed token index). Artifacts whose
+encoder made the same :class:`~cascade.encoders.sentence.DocPass` key share one forward
+pass (:func:`build_pass`). The format itself (how a chunk is saved, how chunks are
+assembled, how the result is opened) belongs to each subclass, in its own module.
+
+Documents are encoded in fixed chunks; each finished chunk is saved at once under
+``<artifact>.partial/`` (arrays first, then a small JSON marker, each written atomically).
+A killed build restarted with the same settings skips the chunks already saved, so the
+finished artifact equals one built in a single go. Builds hold the artifacts' locks
+(:func:`cascade.index.store.locked`): a second process waits, then reuses the result.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+from tqdm.auto import tqdm
+
+from cascade.core.data import Corpus
+from cascade.core.errors import CascadeError
+from cascade.core.files import atomic_write_json
+from cascade.encoders.sentence import DocPass, Encoded
+from cascade.index import store
+
+log = logging.getLogger(__name__)
+
+
+class EncodedArtifact:
+    """A cached artifact built from an encoder pass over a corpus (see the module docstring)."""
+
+    kind: ClassVar[str] = "base"
+
+    def __init__(self, path: Path, meta: dict, doc_pass: DocPass, chunk_size: int = 256, progress: bool = True):
+        self.path, self.meta, self.doc_pass = Path(path), dict(meta), doc_pass
+        self.chunk_size, self.progress = chunk_size, progress
+
+    # --- the Artifact protocol (cascade.core.indexing) ----------------------------------
+    def group_key(self) -> tuple:
+        return ("encoder-pass", self.doc_pass.key, self.chunk_size)
+
+    def is_built(self) -> bool:
+        return store.is_valid(self.path)
+
+    def build_group(self, group: Sequence["EncodedArtifact"], corpus: Corpus) -> None:
+        build_pass(group, corpus)
+
+    # --- the format: implemented by each subclass ------------------------------------------
+    def save_chunk(self, base: Path, enc: Encoded) -> None:
+        """Save one chunk's share of the pass as files named ``<base>.<something>.npy``."""
+        raise NotImplementedError
+
+    def assemble(self, out: Path, bases: list[Path], corpus: Corpus) -> dict:
+        """Write the final files into ``out`` from the saved chunks; return extra meta."""
+        raise NotImplementedError
+
+    def open(self, corpus: Corpus) -> Any:
+        """Load the finished artifact (memory-mapped), verified against ``corpus``."""
+        raise NotImplementedError
+
+    # --- shared helpers --------------------------------------------------------------------
+    @property
+    def partial(self) -> Path:
+        return self.path.with_name(self.path.name + ".partial")
+
+    def full_meta(self, corpus: Corpus) -> dict:
+        return {**self.meta, "corpus": corpus.fingerprint, "kind": self.kind, "num_docs": len(corpus)}
+
+    def checked_meta(self, corpus: Corpus) -> dict:
+        """The verified meta.json, which must name ``corpus``."""
+        meta = store.check(self.path)
+        if meta.get("corpus") != corpus.fingerprint or meta.get("num_docs") != len(corpus):
+            raise CascadeError(f"the artifact at {self.path} was built for another corpus; delete it and rebuild")
+        return meta
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path})"
+
+
+def _chunk_base(art: EncodedArtifact, start: int) -> Path:
+    return art.partial / f"{start:010d}"
+
+
+def _resume_state(art: EncodedArtifact, corpus: Corpus) -> set[int]:
+    """Create or validate ``art.partial``; return the chunk starts already saved there."""
+    expected = json.loads(json.dumps({**art.full_meta(corpus), "chunk_size": art.chunk_size}, default=str))
+    marker = art.partial / "settings.json"
+    if art.partial.is_dir():
+        try:
+            found = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            found = None
+        if found != expected:
+            log.warning("discarding partial build %s: made with other settings", art.partial)
+            shutil.rmtree(art.partial, ignore_errors=True)
+    art.partial.mkdir(parents=True, exist_ok=True)
+    if not marker.is_file():
+        atomic_write_json(marker, expected)
+    done = set()
+    for path in art.partial.glob("*.chunk.json"):
+        try:
+            done.add(int(json.loads(path.read_text(encoding="utf-8"))["start"]))
+        except (OSError, ValueError, KeyError):
+            log.warning("ignoring unreadable chunk marker %s", path)
+    return done
+
+
+def build_pass(group: Sequence[EncodedArtifact], corpus: Corpus) -> None:
+    """Build every artifact of ``group`` (all with one ``doc_pass``) in one resumable pass."""
+    with ExitStack() as stack:
+        for art in sorted(group, key=lambda a: str(a.path)):
+            stack.enter_context(store.locked(art.path))
+        todo_arts = [a for a in group if not store.is_valid(a.path)]  # another process may have built some
+        if todo_arts:
+            _encode_and_assemble(todo_arts, corpus)
+
+
+def _encode_and_assemble(group: Sequence[EncodedArtifact], corpus: Corpus) -> None:
+    first = group[0]
+    done = {id(a): _resume_state(a, corpus) for a in group}
+    ranges = [(s, min(s + first.chunk_size, len(corpus))) for s in range(0, len(corpus), first.chunk_size)]
+    todo = [(s, e) for s, e in ranges if any(s not in done[id(a)] for a in group)]
+    resumed = len(corpus) - sum(e - s for s, e in todo)
+    kinds = "+".join(a.kind for a in group)
+    if resumed:
+        log.info("resuming %s encoding: %d of %d documents already encoded", kinds, resumed, len(corpus))
+    start = time.perf_counter()
+    with tqdm(total=len(corpus), initial=resumed, desc=f"encoding corpus ({kinds})", unit="doc",
+              disable=not first.progress, leave=False) as bar:
+        for s, e in todo:
+            enc = first.doc_pass.encode(list(corpus.texts[s:e]), bar.update)
+            for art in group:
+                if s not in done[id(art)]:
+                    base = _chunk_base(art, s)
+                    art.save_chunk(base, enc)
+                    atomic_write_json(base.with_suffix(".chunk.json"),
+                                      {"start": s, "end": e, "truncated": enc.truncated})
+    seconds = time.perf_counter() - start
+    encoded = len(corpus) - resumed
+    rate = encoded / seconds if seconds > 0 else float("inf")
+    if encoded:
+        log.info("encoded %d documents (%s) in %.1f s: %.1f docs/s", encoded, kinds, seconds, rate)
+    stats = {"encode_seconds": round(seconds, 3), "encoded_docs": encoded,
+             "docs_per_second": round(rate, 2) if encoded else None, "shared_with": [a.kind for a in group]}
+    for art in group:
+        bases = [_chunk_base(art, s) for s, _ in ranges]
+        truncated = sum(int(json.loads(b.with_suffix(".chunk.json").read_text())["truncated"]) for b in bases)
+        meta = {**art.full_meta(corpus), "truncated_docs": truncated, **stats}
+        store.publish(art.path, lambda out, a=art, b=bases: a.assemble(out, b, corpus), meta)
+        shutil.rmtree(art.partial, ignore_errors=True)
+        if truncated:
+            log.info("%s: %d of %d documents were longer than %s tokens and were truncated", art.path.name,
+                     truncated, len(corpus), art.meta.get("doc_max_length", "the maximum"))

@@ -1,0 +1,1 @@
+"""cascade's Hydra configs (installed as the package ``cascade.conf``; Hydra reads ``pkg://cascade.conf``)."""
