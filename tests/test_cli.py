@@ -80,3 +80,24 @@ def test_default_cascade_runs_on_a_tiny_dataset(tiny_beir, tmp_path):
     stages = json.loads((out / "stages.json").read_text())
     assert [row["stage"] for row in stages] == ["bm25", "biencoder", "colbert"]
     assert all(row["ms_per_query"] > 0 for row in stages)
+
+
+def test_version_and_help_exit_codes():
+    import cascade as pkg
+
+    version = cascade("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"cascade {pkg.__version__}"
+    assert cascade("--help").returncode == 0
+    assert cascade().returncode == 2
+
+
+def test_user_config_dir_adds_pipelines_beside_the_packaged_ones(tiny_beir, tmp_path):
+    (tmp_path / "myconf" / "pipeline").mkdir(parents=True)
+    (tmp_path / "myconf" / "pipeline" / "short.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - /stage/bm25@stage.bm25\nstage:\n  bm25:\n    k: 2\n"
+        "pipeline:\n  _target_: cascade.Pipeline\n  name: short\n  stages: ['${stage.bm25}']\n")
+    proc = cascade("run", "--config-dir", str(tmp_path / "myconf"), "pipeline=short", f"dataset.path={tiny_beir}",
+                   f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "run" / "stages.json").read_text())[0]["k"] == 2
+    assert (tmp_path / "run" / "run.trec").read_text().count("q1 Q0") == 2

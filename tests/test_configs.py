@@ -55,3 +55,24 @@ def test_cli_style_override_of_k():
     cfg = _compose(["pipeline=bm25", "stage.bm25.k=500", "stage.bm25.backend=rank_bm25"])
     stage = instantiate(cfg.pipeline).stages[0]
     assert stage.k == 500 and stage.backend == "rank_bm25"
+
+
+def test_configs_are_found_in_the_installed_package():
+    """Hydra reads the packaged configs (pkg://cascade.conf), so a wheel runs from any folder."""
+    from hydra import initialize_config_module
+
+    with initialize_config_module("cascade.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["pipeline=bm25", "paths.output_dir=unused"])
+    assert cfg.pipeline.stages[0]._target_ == "cascade.stages.bm25.BM25"
+    assert sorted(_names("pipeline")) == sorted(
+        p.name.removesuffix(".yaml") for p in __import__("importlib.resources").resources.files(
+            "cascade.conf").joinpath("pipeline").iterdir() if p.name.endswith(".yaml"))
+
+
+def test_pipeline_fusion_false_switches_every_stage_off(tmp_path):
+    on = instantiate(_compose(["pipeline=cascade", f"paths.cache_dir={tmp_path}"]).pipeline)
+    off = instantiate(_compose(["pipeline=cascade", "pipeline.fusion=false", f"paths.cache_dir={tmp_path}"]).pipeline)
+    assert [s.fusion is not None for s in on.stages] == [False, True, True]
+    assert all(s.fusion is None for s in off.stages)
+    assert [s.k for s in off.stages] == [s.k for s in on.stages]
+    assert all(s.fusion is not None for s in on.stages[1:])  # the original stages are untouched
