@@ -114,14 +114,20 @@ def tiny_pylate(folder: str | Path, seed: int = 0, hidden: int = 32, dim: int = 
     return folder
 
 
-def tiny_cross_encoder(folder: str | Path, seed: int = 0, hidden: int = 32) -> Path:
-    """A ``BertForSequenceClassification`` with one label: what sentence-transformers' CrossEncoder loads."""
+def tiny_cross_encoder(folder: str | Path, seed: int = 0, hidden: int = 32, max_length: int | None = None) -> Path:
+    """A ``BertForSequenceClassification`` with one label: what sentence-transformers' CrossEncoder loads.
+
+    ``max_length`` saves the checkpoint's own limit where sentence-transformers keeps it (the
+    tokenizer's ``model_max_length`` in ``tokenizer_config.json``, as ``CrossEncoder.save`` writes it).
+    """
     import torch
-    from transformers import BertForSequenceClassification
+    from transformers import AutoTokenizer, BertForSequenceClassification
 
     folder = Path(folder)
     torch.manual_seed(seed)
     _copy_tokenizer(folder)
     with quiet_transformers():
         BertForSequenceClassification(_bert_config(hidden, num_labels=1)).eval().save_pretrained(folder)
+        if max_length is not None:
+            AutoTokenizer.from_pretrained(folder, model_max_length=max_length).save_pretrained(folder)
     return folder

@@ -23,14 +23,17 @@ class CrossEncoder(Stage):
         k: documents kept per query.
         model: a CrossEncoder name (online) or a local folder; there is no packaged one,
             so offline runs need a local copy (the error says how to make one).
-        max_length: tokens of the (query, document) pair; longer pairs are truncated.
+        max_length: tokens of the (query, document) pair; longer pairs are truncated. None (the
+            default) keeps the checkpoint's own saved limit (its tokenizer's ``model_max_length``,
+            what ``sentence_transformers.CrossEncoder(model)`` uses), so scores equal the model's own;
+            a number overrides it.
         batch_size: pairs per forward pass.
         device: ``cpu``, ``cuda``...; None picks a GPU when there is one.
 
     Scores are the model's raw logits (no sigmoid), so fusion sees an unsquashed scale.
     """
 
-    def __init__(self, k: int | None = 10, model: str = DEFAULT_MODEL, max_length: int | None = 512,
+    def __init__(self, k: int | None = 10, model: str = DEFAULT_MODEL, max_length: int | None = None,
                  batch_size: int = 32, device: str | None = None, fusion=None, name: str | None = None):
         super().__init__(k=k, fusion=fusion, name=name or "cross_encoder")
         self.model = resolve_model(model)

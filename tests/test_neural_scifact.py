@@ -1,4 +1,5 @@
 """The neural stages with real weights (the packaged all-MiniLM-L6-v2) on a SciFact subset (seconds)."""
+import json
 import numpy as np
 import pytest
 
@@ -37,8 +38,10 @@ def test_fused_cascade_beats_bm25_with_a_per_stage_report(subset, cache):
     assert rows["colbert"]["recall_metric"] == "R@10"
     for stage in ("biencoder", "colbert"):
         assert rows[stage]["encode_ms_per_query"] >= 0 and rows[stage]["score_ms_per_query"] > 0
-    # the ColBERT stage found MiniLM's token index built in the bi-encoder's pass
-    assert rows["colbert"]["index_s"] < rows["biencoder"]["index_s"]
+    # one forward pass filled both MiniLM artifacts; its time is split equally between them
+    metas = [json.loads(m.read_text()) for kind in ("dense", "colbert") for m in (cache / kind).glob("*/meta.json")]
+    assert [m["shared_with"] for m in metas] == [["vectors", "tokens"]] * 2
+    assert rows["colbert"]["index_s"] == pytest.approx(rows["biencoder"]["index_s"], rel=0.2)
     final = evaluate(run, subset.qrels, ["nDCG@10"])["nDCG@10"]
     assert final == pytest.approx(rows["colbert"]["nDCG@10"]) and final >= 0.85
     assert np.isfinite(run.candidates.scores[run.candidates.mask]).all()

@@ -31,7 +31,13 @@ class Corpus:
         if not self.ids:
             raise DataError("the corpus is empty: give a corpus with at least one document")
         if len(set(self.ids)) != len(self.ids):
-            raise DataError("the corpus repeats document ids; every document needs its own id")
+            seen: set[str] = set()
+            dup = next(i for i in self.ids if i in seen or seen.add(i))
+            raise DataError(f"the corpus repeats document id {dup!r}; every document needs its own id")
+        if not any(t.strip() for t in self.texts):
+            raise DataError(f"every one of the {len(self.texts)} documents is empty; nothing can be ranked - "
+                            "check that the corpus file has 'title'/'text' fields")
+        _check_encodable(self.texts, "document")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -65,6 +71,13 @@ class Dataset:
     def __post_init__(self) -> None:
         object.__setattr__(self, "query_ids", tuple(self.query_ids))
         object.__setattr__(self, "query_texts", tuple(self.query_texts))
+        if len(self.query_ids) != len(self.query_texts):
+            raise DataError(f"{len(self.query_ids)} query ids but {len(self.query_texts)} query texts")
+        if len(set(self.query_ids)) != len(self.query_ids):
+            seen: set[str] = set()
+            dup = next(q for q in self.query_ids if q in seen or seen.add(q))
+            raise DataError(f"query id {dup!r} appears more than once; every query needs its own id")
+        _check_encodable(self.query_texts, "query")
 
     def subset(self, n_queries: int) -> "Dataset":
         """The first ``n_queries`` queries with their qrels, over the same corpus."""
@@ -73,40 +86,76 @@ class Dataset:
         return Dataset(self.corpus, ids, self.query_texts[:n_queries], qrels, self.name)
 
 
+def _check_encodable(texts, what: str) -> None:
+    """Reject text a tokenizer cannot take (e.g. a lone surrogate from a JSON ``\\ud800`` escape)."""
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise DataError(f"{what} {i} holds an invalid character ({err.reason} at position {err.start}, "
+                            f"{text[max(err.start - 10, 0):err.start]!r}...); remove or fix it") from None
+
+
+def read_lines(path: Path):
+    """``(line number, text)`` of a UTF-8 text file; bad bytes raise a DataError naming file and line."""
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}, line {lineno}: not valid UTF-8 (byte {err.start}: {raw[err.start:err.start + 1]!r}); "
+                                "re-save the file as UTF-8") from None
+            yield lineno, line
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}, line {lineno}: not valid JSON ({err.msg}); fix or remove that line") from None
-            if not isinstance(row, dict) or "_id" not in row:
-                raise DataError(f'{path}, line {lineno}: expected an object with an "_id" field')
-            rows.append(row)
+    for lineno, line in read_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}, line {lineno}: not valid JSON ({err.msg}); fix or remove that line") from None
+        if not isinstance(row, dict) or "_id" not in row:
+            raise DataError(f'{path}, line {lineno}: expected an object with an "_id" field')
+        for key in ("title", "text"):
+            value = row.get(key)
+            if isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise DataError(f"{path}, line {lineno}: {key} holds an invalid character (a lone surrogate "
+                                    "escape such as \\ud800); fix that line") from None
+        rows.append(row)
     return rows
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def read_qrels_tsv(path: Path) -> Qrels:
     """Read qrels in BEIR's TSV (``query-id corpus-id score``, with header) or TREC format."""
     qrels: Qrels = {}
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            parts = line.split()
-            if not parts or (lineno == 1 and not parts[-1].lstrip("-").isdigit()):
-                continue  # blank line or header
-            if len(parts) == 3:
-                qid, did, rel = parts
-            elif len(parts) == 4:
-                qid, _, did, rel = parts
-            else:
-                raise DataError(f"{path}, line {lineno}: expected 'qid docid rel' or 'qid 0 docid rel'")
-            try:
-                qrels.setdefault(qid, {})[did] = int(rel)
-            except ValueError:
-                raise DataError(f"{path}, line {lineno}: relevance {rel!r} is not an integer") from None
+    for lineno, line in read_lines(path):
+        parts = line.split()
+        if not parts or (lineno == 1 and not _is_number(parts[-1])):
+            continue  # blank line, or a header such as "query-id corpus-id score" (its last word is no number)
+        if len(parts) == 3:
+            qid, did, rel = parts
+        elif len(parts) == 4:
+            qid, _, did, rel = parts
+        else:
+            raise DataError(f"{path}, line {lineno}: expected 'qid docid rel' or 'qid 0 docid rel'")
+        try:
+            qrels.setdefault(qid, {})[did] = int(rel)
+        except ValueError:
+            raise DataError(f"{path}, line {lineno}: relevance {rel!r} is not an integer") from None
     return qrels
 
 
@@ -154,7 +203,13 @@ def load_beir(path: str | Path, split: str = "test", name: str | None = None) ->
         found = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
         raise DataError(f"split {split!r} has no qrels file {qrels_path}; available splits: {found or 'none'}")
     corpus = load_corpus(root / "corpus.jsonl")
-    queries = {str(r["_id"]): str(r.get("text") or "") for r in _read_jsonl(root / "queries.jsonl")}
+    queries: dict[str, str] = {}
+    for row in _read_jsonl(root / "queries.jsonl"):
+        qid = str(row["_id"])
+        if qid in queries:
+            raise DataError(f"{root / 'queries.jsonl'}: query id {qid!r} appears more than once; "
+                            "every query needs its own id")
+        queries[qid] = str(row.get("text") or "")
     qrels = _restrict_qrels(read_qrels_tsv(qrels_path), set(queries), corpus)
     ids = [q for q in queries if q in qrels]
     log.info("loaded %s: %d docs, %d %s queries", root.name, len(corpus), len(ids), split)
@@ -168,13 +223,15 @@ def load_trec(corpus: str | Path, topics: str | Path, qrels: str | Path | None =
     if not topics_path.is_file():
         raise DataError(f"topics file {topics_path} does not exist")
     texts: dict[str, str] = {}
-    with topics_path.open(encoding="utf-8") as handle:
-        for lineno, row in enumerate(csv.reader(handle, delimiter="\t"), 1):
-            if not row:
-                continue
-            if len(row) < 2:
-                raise DataError(f"{topics_path}, line {lineno}: expected 'qid<TAB>query text'")
-            texts[row[0]] = row[1]
+    for lineno, line in read_lines(topics_path):
+        row = next(csv.reader([line.rstrip("\r\n")], delimiter="\t"), [])
+        if not row:
+            continue
+        if len(row) < 2:
+            raise DataError(f"{topics_path}, line {lineno}: expected 'qid<TAB>query text'")
+        if row[0] in texts:
+            raise DataError(f"{topics_path}, line {lineno}: query id {row[0]!r} appears more than once")
+        texts[row[0]] = row[1]
     judged = _restrict_qrels(read_qrels_tsv(Path(qrels)), set(texts), corpus_obj) if qrels else {}
     ids = [q for q in texts if not qrels or q in judged]
     return Dataset(corpus_obj, ids, [texts[q] for q in ids], judged, name)
