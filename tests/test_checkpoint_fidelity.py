@@ -90,7 +90,7 @@ def test_pylate_token_vectors_equal_pylates_computation(pylate_models, residual)
     assert isinstance(enc, PyLateEncoder)
     q_vecs, q_mask = enc.encode_queries(QUERIES)
     docs = enc.encode_docs(DOCS)
-    d_rows = np.split(docs.tokens, np.cumsum(docs.counts)[:-1])
+    d_rows = np.split(docs.tokens, np.cumsum(docs.lengths)[:-1])
     want_q, want_d = _pylate_by_hand(folder, QUERIES, True), _pylate_by_hand(folder, DOCS, False)
     for i, want in enumerate(want_q):
         np.testing.assert_allclose(q_vecs[i][q_mask[i]], want, atol=1e-5)

@@ -101,3 +101,26 @@ def test_user_config_dir_adds_pipelines_beside_the_packaged_ones(tiny_beir, tmp_
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "run" / "stages.json").read_text())[0]["k"] == 2
     assert (tmp_path / "run" / "run.trec").read_text().count("q1 Q0") == 2
+
+
+def test_ctrl_c_exits_quietly_with_130(tiny_beir, tmp_path):
+    import signal
+    import time
+
+    (tmp_path / "sleepy.py").write_text(
+        "import time\nfrom cascade.stages.bm25 import BM25\n\nclass Sleepy(BM25):\n"
+        "    def load(self, corpus, artifacts):\n        print('loading', flush=True)\n        time.sleep(60)\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "cascade.app.cli", "run", "pipeline=bm25", f"dataset.path={tiny_beir}",
+                             "stage.bm25._target_=sleepy.Sleepy", "allowed_targets=[sleepy]",
+                             f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    line = ""
+    while "loading" not in line and time.time() < deadline:
+        line = proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    assert not (tmp_path / "run" / "metrics.json").exists()

@@ -76,3 +76,11 @@ def test_pipeline_fusion_false_switches_every_stage_off(tmp_path):
     assert all(s.fusion is None for s in off.stages)
     assert [s.k for s in off.stages] == [s.k for s in on.stages]
     assert all(s.fusion is not None for s in on.stages[1:])  # the original stages are untouched
+
+
+def test_top_level_device_reaches_every_neural_stage(tmp_path):
+    cfg = _compose(["pipeline=cascade_ce", "device=cpu", f"paths.cache_dir={tmp_path}"])
+    stages = instantiate(cfg.pipeline).stages
+    assert [getattr(s, "device", "n/a") for s in stages] == ["n/a", "cpu", "cpu", "cpu"]
+    cfg = _compose(["pipeline=cascade", "device=cpu", "stage.colbert.device=meta", f"paths.cache_dir={tmp_path}"])
+    assert [getattr(s, "device", None) for s in instantiate(cfg.pipeline).stages][1:] == ["cpu", "meta"]

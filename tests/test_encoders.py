@@ -110,3 +110,12 @@ def test_stages_naming_one_model_share_one_encoder(tiny_st):
     clear_encoders()
     assert get_sentence_encoder(str(tiny_st)) is get_sentence_encoder(str(tiny_st) + "/")
     assert get_sentence_encoder(str(tiny_st)) is not get_sentence_encoder(None)
+
+
+def test_cuda_on_a_machine_without_it_says_so(monkeypatch):
+    from cascade.encoders.models import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(CascadeError, match="device=cuda was asked for, but torch sees no CUDA GPU"):
+        pick_device("cuda")
+    assert pick_device(None) == "cpu" and pick_device("cpu") == "cpu"

@@ -75,3 +75,30 @@ def test_a_user_stage_runs_once_allowed(tiny_beir, tmp_path):
     allowed = _cascade(*args, "allowed_targets=[mystages]", cwd=tmp_path, env=env)
     assert allowed.returncode == 0, allowed.stderr
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_an_experiment_file_cannot_add_a_hydra_callback(tiny_beir, tmp_path):
+    """Hydra instantiates callbacks before the run: a shared config naming one is refused before Hydra starts."""
+    marker = tmp_path / "ran.txt"
+    (tmp_path / "myconf" / "experiment").mkdir(parents=True)
+    (tmp_path / "myconf" / "experiment" / "evil.yaml").write_text(
+        "# @package _global_\nhydra:\n  callbacks:\n    evil:\n      _target_: pathlib.Path.touch\n"
+        f"      self: {marker}\n")
+    proc = _cascade("run", "--config-dir", str(tmp_path / "myconf"), "+experiment=evil", "pipeline=bm25",
+                    f"dataset.path={tiny_beir}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "hydra.callbacks.evil._target_ = 'pathlib.Path.touch' is not allowed" in proc.stderr
+    assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+def test_launcher_without_its_plugin_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    from cascade.app import cli
+    from cascade.core.errors import CascadeError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if "hydra_ray_launcher" in name else real(name, *a))
+    with pytest.raises(CascadeError, match=r'pip install "cascade-rerank\[sweep\]"'):
+        cli.check_launcher(["-m", "hydra/launcher=ray"])

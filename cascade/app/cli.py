@@ -17,6 +17,7 @@ import cascade
 from cascade.app.jobs import JobOutcome, run_sweep_job
 from cascade.app.runner import RunResult, run
 from cascade.app.sweep import SweepSummary
+from cascade.app.targets import check_targets
 from cascade.app.tables import markdown_table
 from cascade.core.errors import CascadeError
 
@@ -109,8 +110,73 @@ def _download(args: list[str]) -> int:
     return 0
 
 
+_VALUE_FLAGS = {"-cd", "--config-dir", "-cn", "--config-name", "-cp", "--config-path", "-c", "--cfg", "-p",
+                "--package", "--experimental-rerun"}
+_NO_RUN_FLAGS = {"-h", "--help", "--hydra-help", "-i", "--info", "-c", "--cfg", "-sc", "--shell-completion"}
+
+
+def precheck_targets(args: list[str]) -> None:
+    """Compose the config as ``cascade run ARGS`` will, and check every ``_target_`` in it.
+
+    Hydra instantiates its callbacks and launcher before :func:`cascade.app.runner.run` is called,
+    so a config file (an experiment, a ``--config-dir``) naming another target there is refused
+    here, before Hydra starts. Composition errors are left for Hydra to report.
+    """
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+
+    options, overrides, multirun, it = {}, [], False, iter(args)
+    for arg in it:
+        flag, eq, value = arg.partition("=")
+        if flag in _NO_RUN_FLAGS:
+            return  # nothing is run
+        if flag in ("-m", "--multirun"):
+            multirun = True
+        elif flag in _VALUE_FLAGS:
+            options[flag] = value if eq else next(it, "")
+        elif arg.startswith("-"):
+            return  # a flag this check does not know: leave the run to Hydra
+        else:
+            overrides.append(arg)
+    path = create_config_search_path(f"pkg://{CONFIG_MODULE}")
+    config_dir = options.get("-cd") or options.get("--config-dir")
+    if config_dir:
+        path.prepend(provider="command-line", path=f"file://{Path(config_dir).expanduser().resolve()}",
+                     anchor=SearchPathQuery(provider="schema"))  # where Hydra puts --config-dir
+    name = options.get("-cn") or options.get("--config-name") or "config"
+    try:
+        cfg = ConfigLoaderImpl(config_search_path=path).load_configuration(
+            name, overrides, run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN)
+    except Exception:  # noqa: BLE001 - Hydra reports composition errors itself, with its own hints
+        return
+    check_targets(cfg)
+    check_targets(cfg, "hydra")
+
+
+LAUNCHER_PLUGINS = {"joblib": ("hydra_joblib_launcher", "sweep"), "ray": ("hydra_ray_launcher", "sweep"),
+                    "ray_cluster": ("hydra_ray_launcher", "sweep"), "submitit_local": ("hydra_submitit_launcher", "slurm"),
+                    "submitit_slurm": ("hydra_submitit_launcher", "slurm")}
+
+
+def check_launcher(args: list[str]) -> None:
+    """A launcher whose plugin is not installed: say which extra installs it."""
+    import importlib.util
+
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") == "hydra/launcher" and value in LAUNCHER_PLUGINS:
+            module, extra = LAUNCHER_PLUGINS[value]
+            if importlib.util.find_spec(f"hydra_plugins.{module}") is None:
+                raise CascadeError(f"the {value} launcher needs the {module.replace('_', '-')} plugin, which is not "
+                                   f"installed: pip install \"cascade-rerank[{extra}]\" (from a checkout: "
+                                   f"pip install -e \".[{extra}]\")")
+
+
 def _run(rest: list[str]) -> int:
     """``cascade run``: Hydra around :func:`cascade.app.runner.run`; a sweep's summary comes back in a file."""
+    check_launcher(rest)
+    precheck_targets(rest)
     folder = Path(tempfile.mkdtemp(prefix="cascade-report-"))
     report_file = folder / "report.json"
     try:

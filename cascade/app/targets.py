@@ -67,17 +67,23 @@ def _plain(node: Any) -> Any:
         return OmegaConf.to_container(node, resolve=False)
 
 
+# Hydra's own settings (launchers, sweepers, callbacks) may also name Hydra's and its plugins' classes
+HYDRA_PREFIXES = ("hydra", "hydra_plugins")
+
+
 def check_targets(cfg: DictConfig, *keys: str) -> None:
     """Raise :class:`ConfigError` naming the key and the fix if any ``_target_`` is not allowed.
 
-    ``keys``: the config subtrees to check (default: everything but Hydra's own settings).
+    ``keys``: the config subtrees to check (default: everything but Hydra's own settings;
+    ``"hydra"`` checks those too, where Hydra's and its plugins' classes are also allowed).
     Nothing is instantiated here, so a disallowed target never runs.
     """
-    prefixes = allowed_prefixes(cfg)
+    base = allowed_prefixes(cfg)
     roots = keys or tuple(str(k) for k in cfg.keys() if k not in _SKIP_ROOTS and k != "allowed_targets")
     for root in roots:
         if root not in cfg:
             continue
+        prefixes = base + HYDRA_PREFIXES if root == "hydra" else base
         for key, target in iter_targets(_plain(cfg._get_node(root)), root):
             if not isinstance(target, str) or not is_allowed(target, prefixes):
                 module = _module_of(target)

@@ -115,6 +115,108 @@ class ColbertAIEncoder(ProjectedEncoder):
         return Encoded(None, tokens, counts, truncated)
 
 
+class _PyLateDense:
+    """One PyLate ``Dense`` module, computed as PyLate 1.6's ``Dense.forward`` does::
+
+        out = activation(x @ linear.weight.T + linear.bias)
+        if use_residual: out = out + (x if in_features == out_features else x @ residual.weight.T)
+
+    :meth:`load` refuses every setting it cannot compute exactly so (an unknown key or
+    activation, a value of the wrong kind, weights that disagree with the config), so a
+    checkpoint never loads with a setting silently dropped.
+    """
+
+    KEYS = ("in_features", "out_features", "bias", "activation_function", "use_residual")
+    ACTIVATIONS = {"torch.nn.modules.linear.Identity": None, "torch.nn.Identity": None,
+                   "torch.nn.modules.activation.Tanh": "tanh", "torch.nn.Tanh": "tanh"}
+
+    def __init__(self, weight, bias, activation: str | None, residual):
+        self.weight, self.bias, self.activation, self.residual = weight, bias, activation, residual
+        self.out_features = int(weight.shape[0])
+
+    def __call__(self, hidden):
+        import torch
+
+        out = torch.nn.functional.linear(hidden, self.weight, self.bias)
+        if self.activation == "tanh":
+            out = torch.tanh(out)
+        if self.residual is True:
+            out = out + hidden
+        elif self.residual is not None:
+            out = out + torch.nn.functional.linear(hidden, self.residual)
+        return out
+
+    @classmethod
+    def load(cls, path: Path, width: int, device) -> "_PyLateDense":
+        """The Dense module saved in ``path``, whose input has ``width`` features."""
+        file = path / "config.json"
+        if not file.is_file():
+            raise CascadeError(f"{file} is missing: PyLate reads each Dense module's settings from it")
+
+        def refuse(setting: str, problem: str, fix: str) -> CascadeError:
+            return CascadeError(f"{file}: Dense setting {setting} {problem}; cascade refuses it rather than "
+                                f"score differently from PyLate. Fix: {fix}")
+
+        cfg = json.loads(file.read_text(encoding="utf-8"))
+        if not isinstance(cfg, dict):
+            raise refuse("file", "is not a JSON object", "save the module again with PyLate")
+        for key in cfg:
+            if key not in cls.KEYS:
+                raise refuse(repr(key), f"is unknown (cascade implements {', '.join(cls.KEYS)}), and PyLate 1.6's "
+                             "Dense takes no such argument either",
+                             "remove it from the file if it does not change the vectors, else encode with the "
+                             "library that wrote it")
+
+        def integer(key: str) -> int:
+            value = cfg.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise refuse(key, f"is {value!r}, not a positive integer", f"write the layer's {key} as a number")
+            return value
+
+        def flag(key: str, default: bool) -> bool:
+            value = cfg.get(key, default)
+            if not isinstance(value, bool):
+                raise refuse(key, f"is {value!r}, not true or false", f"write {key} as true or false")
+            return value
+
+        in_features, out_features = integer("in_features"), integer("out_features")
+        has_bias, use_residual = flag("bias", True), flag("use_residual", False)
+        activation = cfg.get("activation_function")
+        if activation not in cls.ACTIVATIONS:
+            raise refuse(f"activation_function={activation!r}", "is not implemented (cascade computes "
+                         "torch.nn.modules.linear.Identity and torch.nn.modules.activation.Tanh)",
+                         "encode with PyLate, or add the activation to cascade's PyLate loader "
+                         "(cascade/encoders/colbert_formats.py)")
+        if in_features != width:
+            raise refuse("in_features", f"is {in_features} but the layer before it outputs {width} features",
+                         "make in_features the width of the previous layer (PyLate would fail on it too)")
+
+        state = load_state(path, ["linear.weight"])
+        expected = {"linear.weight": (out_features, in_features)}
+        if has_bias:
+            expected["linear.bias"] = (out_features,)
+        if use_residual and in_features != out_features:
+            expected["residual.weight"] = (out_features, in_features)
+        why = {"linear.bias": "bias", "residual.weight": "use_residual (with in_features != out_features)"}
+        for name, shape in expected.items():
+            if name not in state:
+                raise refuse(why.get(name, "in_features/out_features"), f"needs a {name} tensor, which the "
+                             "module's weights lack", f"set {why.get(name, 'the config')} to match the saved weights")
+            if tuple(state[name].shape) != shape:
+                raise refuse("in_features/out_features", f"is {in_features}/{out_features} but {name} has shape "
+                             f"{tuple(state[name].shape)}", "make the config match the saved weights")
+        extra = sorted(set(state) - set(expected))
+        if extra:
+            which = "bias" if "linear.bias" in extra else "use_residual" if "residual.weight" in extra else "weights"
+            raise refuse(which, f"leaves the saved tensor(s) {', '.join(extra)} unused",
+                         "set the config to match the saved weights (PyLate refuses unexpected tensors too)")
+        weight = state["linear.weight"].float().to(device)
+        bias = state["linear.bias"].float().to(device) if has_bias else None
+        residual = (None if not use_residual else True if in_features == out_features
+                    else state["residual.weight"].float().to(device))
+        return cls(weight, bias, cls.ACTIVATIONS[activation], residual)
+
+
 class PyLateEncoder(ProjectedEncoder):
     """PyLate checkpoints: Transformer + Dense modules, ``[Q] ``/``[D] `` prefix tokens, [MASK] expansion."""
 
@@ -135,7 +237,6 @@ class PyLateEncoder(ProjectedEncoder):
         return {"prefix": self.d_prefix, "skiplist": self.skiplist_words}
 
     def _load(self) -> tuple:
-        import torch
         from transformers import AutoModel, AutoTokenizer
 
         first = next((m for m in self.modules if str(m.get("type", "")).endswith("Transformer")), None)
@@ -149,23 +250,33 @@ class PyLateEncoder(ProjectedEncoder):
                 raise CascadeError(f"the tokenizer of {self.folder} has no {prefix!r} token; PyLate checkpoints "
                                    "save their prefix tokens - is this folder complete?")
         model = AutoModel.from_pretrained(base).to(self.device).eval()
-        layers = []
+        layers, width = [], int(model.config.hidden_size)
         for module in self.modules:
-            if str(module.get("type", "")).endswith("Dense"):
-                path = self.folder / module["path"]
-                cfg, state = read_json(path / "config.json"), load_state(path, ["linear.weight"])
-                act = str(cfg.get("activation_function", "torch.nn.modules.linear.Identity"))
-                if act.endswith("Identity"):
-                    fn = lambda x: x  # noqa: E731
-                elif act.endswith("Tanh"):
-                    fn = torch.tanh
-                else:
-                    raise CascadeError(f"{path}: Dense activation {act} is not supported (Identity or Tanh)")
-                bias = state.get("linear.bias")
-                layers.append((state["linear.weight"].float().to(self.device),
-                               None if bias is None else bias.float().to(self.device), fn))
+            kind = str(module.get("type", ""))
+            if module is first:
+                continue
+            if not kind.endswith("Dense"):  # PyLate turns every module after the first into a Dense
+                raise CascadeError(f"{self.folder}/modules.json: module {module.get('name')!r} is a {kind}; a PyLate "
+                                   "checkpoint is a Transformer followed by Dense modules only, and cascade would "
+                                   "skip it. Remove it from modules.json if it does not change the token vectors")
+            layer = _PyLateDense.load(self.folder / module.get("path", ""), width, self.device)
+            layers.append(layer)
+            width = layer.out_features
         self.skip_ids = sorted({tok.convert_tokens_to_ids(w) for w in self.skiplist_words})
         return tok, model, layers
+
+    def _forward(self, ids: np.ndarray, attention: np.ndarray, token_types: np.ndarray | None) -> np.ndarray:
+        import torch
+
+        _, model, layers = self.parts
+        feats = {"input_ids": torch.as_tensor(ids), "attention_mask": torch.as_tensor(attention)}
+        if token_types is not None:
+            feats["token_type_ids"] = torch.as_tensor(token_types)
+        with torch.inference_mode():
+            hidden = model(**{k: v.to(self.device) for k, v in feats.items()}).last_hidden_state
+            for layer in layers:
+                hidden = layer(hidden)
+        return hidden.float().cpu().numpy()
 
     def _tensorize(self, texts: list[str], query: bool):
         tok = self.parts[0]

@@ -84,11 +84,16 @@ def model_identity(resolved: str, revision: str | None = None) -> dict[str, str]
 
 
 def pick_device(device: str | None) -> str:
-    """``device`` as given, else ``cuda`` when a GPU is visible, else ``cpu``."""
-    if device:
-        return str(device)
+    """``device`` as given (checked to exist), else ``cuda`` when a GPU is visible, else ``cpu``."""
     import torch
 
+    if device:
+        device = str(device)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise CascadeError(f"device={device} was asked for, but torch sees no CUDA GPU on this machine "
+                               f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use "
+                               "device=cpu, or null to pick a GPU only when there is one")
+        return device
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
