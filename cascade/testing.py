@@ -84,11 +84,20 @@ def tiny_colbert_ai(folder: str | Path, seed: int = 0, hidden: int = 32, dim: in
 
 
 def tiny_pylate(folder: str | Path, seed: int = 0, hidden: int = 32, dim: int = 16, query_length: int = 16,
-                document_length: int = 48, do_query_expansion: bool = True) -> Path:
-    """A PyLate checkpoint: Transformer (with ``[Q] ``/``[D] `` tokens) + Dense, PyLate's config keys."""
+                document_length: int = 48, do_query_expansion: bool = True, use_residual: bool = False) -> Path:
+    """A PyLate checkpoint: Transformer (with ``[Q] ``/``[D] `` tokens) + Dense, PyLate's config keys.
+
+    The files are the ones PyLate 1.6.0 saves (checked against its own ``ColBERT.save``, see
+    ``tests/reference/pylate_residual_reference.py``): ``modules.json`` naming
+    ``sentence_transformers.models.Transformer`` and ``pylate.models.Dense.Dense``, a Dense
+    ``config.json`` with exactly ``in_features, out_features, bias, activation_function,
+    use_residual``, and ``1_Dense/model.safetensors`` holding ``linear.weight`` (plus
+    ``residual.weight`` when ``use_residual`` and ``hidden != dim``).
+    """
     import string
 
     import torch
+    from safetensors.torch import save_file
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Transformer
 
@@ -105,10 +114,21 @@ def tiny_pylate(folder: str | Path, seed: int = 0, hidden: int = 32, dim: int = 
     for module in modules:  # as PyLate writes them
         if module["type"].endswith("Dense"):
             module["type"] = "pylate.models.Dense.Dense"
+        elif module["type"].endswith("Transformer"):
+            module["type"] = "sentence_transformers.models.Transformer"
     (folder / "modules.json").write_text(json.dumps(modules, indent=2))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": document_length,
+                                                                  "do_lower_case": False}, indent=2))
+    dense_config = {"in_features": hidden, "out_features": dim, "bias": False,
+                    "activation_function": "torch.nn.modules.linear.Identity", "use_residual": use_residual}
+    (folder / "1_Dense" / "config.json").write_text(json.dumps(dense_config, indent=2))
+    if use_residual and hidden != dim:  # PyLate's Dense adds a learned projection of its input
+        weights = {"linear.weight": dense.linear.weight.detach().contiguous(),
+                   "residual.weight": torch.nn.Linear(hidden, dim, bias=False).weight.detach().contiguous()}
+        save_file(weights, str(folder / "1_Dense" / "model.safetensors"), metadata={"format": "pt"})
     config = json.loads((folder / "config_sentence_transformers.json").read_text())
-    config.update(model_type="ColBERT", query_prefix="[Q] ", document_prefix="[D] ", query_length=query_length,
-                  document_length=document_length, attend_to_expansion_tokens=False,
+    config.update(model_type="ColBERT", similarity_fn_name="MaxSim", query_prefix="[Q] ", document_prefix="[D] ",
+                  query_length=query_length, document_length=document_length, attend_to_expansion_tokens=False,
                   skiplist_words=list(string.punctuation), do_query_expansion=do_query_expansion)
     (folder / "config_sentence_transformers.json").write_text(json.dumps(config, indent=2))
     return folder

@@ -14,6 +14,7 @@ from cascade.core.errors import ConfigError, CorruptArtifactError
 from cascade.core.stage import Stage
 from cascade.core.timing import timed
 from cascade.index import store
+from cascade.kernels.dense import top_k_indices
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ class BM25(Stage):
                 scores = self._full_scores(tokens)
                 hits = np.flatnonzero(self._matches(tokens, scores))
                 if k is not None and len(hits) > k:
-                    hits = hits[np.argpartition(-scores[hits], k - 1)[:k]]
+                    hits = hits[top_k_indices(scores[hits], k)]  # ties at the cutoff: lowest doc index
                 rows_idx.append(hits), rows_sc.append(scores[hits])
         if not any(len(r) for r in rows_idx):
             return Candidates.empty(batch.num_queries)

@@ -1,11 +1,15 @@
-"""ColBERT late interaction: MaxSim of query tokens against a memory-mapped token index of the corpus."""
+"""ColBERT late interaction: MaxSim against a memory-mapped token index, fp16 or residual-compressed.
+
+With a compressed index (``nbits``) ColBERT can also go first: PLAID's centroid-pruned search
+retrieves from the whole corpus; ``search=exhaustive`` scores every document (the reference).
+"""
 from __future__ import annotations
 
 import logging
 
 import numpy as np
 
-from cascade.core.candidates import Batch
+from cascade.core.candidates import Batch, Candidates
 from cascade.core.data import Corpus
 from cascade.core.errors import ConfigError
 from cascade.core.stage import Stage, check_positive
@@ -14,18 +18,39 @@ from cascade.encoders.colbert_formats import FORMATS, load_token_encoder
 from cascade.encoders.models import resolve_model
 from cascade.encoders.token import TokenEncoder
 from cascade.index.store import artifact_dir
+from cascade.encoders.models import pick_device
+from cascade.index.residual_index import ResidualIndex, ResidualIndexArtifact, check_nbits
 from cascade.index.token_index import TokenIndex, TokenIndexArtifact
 from cascade.kernels.maxsim import DEFAULT_BLOCK_ROWS, maxsim
 
 log = logging.getLogger(__name__)
 
 
-class ColBERT(Stage):
-    """Rerank candidates by late interaction (sum over query tokens of the best document-token similarity).
+SEARCHES = ("plaid", "exhaustive")
 
-    Every document's token vectors are precomputed once per (corpus, model, settings)
-    into a float16 token index in the cache dir. The stage reranks candidates; it
-    cannot retrieve from the whole corpus (put BM25 or a bi-encoder before it).
+
+def carried_scores(cands: Candidates, kept: np.ndarray) -> np.ndarray:
+    """The incoming scores of the documents ``kept`` (Q, K') chose from ``cands`` (-inf at padding)."""
+    width = int(max(cands.doc_idx.max(initial=0), kept.max(initial=0))) + 2
+    rows = np.arange(len(kept))[:, None]
+    keys = (rows * width + cands.doc_idx + 1).ravel()  # padding (-1) becomes key row*width: never looked up
+    order = np.argsort(keys, kind="stable")
+    want = (rows * width + kept + 1).ravel()
+    pos = np.minimum(np.searchsorted(keys[order], want), len(keys) - 1)
+    found = (keys[order][pos] == want) & (kept.ravel() >= 0)
+    out = np.where(found, cands.scores.ravel()[order][pos], -np.inf)
+    return out.reshape(kept.shape).astype(np.float32)
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+class ColBERT(Stage):
+    """Late interaction: the sum over query tokens of the best document-token similarity (MaxSim).
+
+    Every document's token vectors are computed once per (corpus, model, settings) into the
+    cache dir: a float16 token index, or with ``nbits`` a ColBERTv2 residual-compressed one
+    (about 1/6 of the bytes at nbits=2). Given candidates it reranks them (exact MaxSim; with
+    ``prune_to``, centroid interaction first keeps the best ``prune_to``). Given none it
+    retrieves: ``search=plaid`` (the default with ``nbits``) or ``exhaustive``.
 
     Args:
         k: documents kept per query.
@@ -37,27 +62,59 @@ class ColBERT(Stage):
             (colbert-ai ``artifact.metadata``, PyLate config, or the model's max_seq_length).
         batch_size, chunk_size: texts per forward pass; documents per saved (resumable) chunk.
         block_rows: bound on token slots MaxSim plans at once per block of queries (memory).
+        nbits: None (fp16 index) or 1, 2, 4 bits per dimension of the compressed index.
+        search: ``plaid`` (needs ``nbits``) or ``exhaustive``; None: plaid when compressed.
+        ncells, centroid_score_threshold, ndocs: PLAID's knobs; None follows ``k`` as colbert-ai does.
+        prune_to: when reranking more candidates than this, keep the best ``prune_to`` by
+            centroid interaction before exact MaxSim (needs ``nbits``); None scores all exactly.
+        num_centroids, kmeans_niter, points_per_centroid: codec training (None: colbert-ai's
+            count, 2**floor(log2(16 sqrt(tokens)))).
+        compute_dtype: ``float32`` or ``bfloat16`` (faster on CPUs with AVX-512 BF16 and on GPUs).
         device, cache_dir, progress: as for :class:`~cascade.stages.biencoder.BiEncoder`.
     """
 
     def __init__(self, k: int | None = 10, model: str | None = None, format: str = "auto",
                  query_max_length: int | None = None, doc_max_length: int | None = None, batch_size: int = 32,
-                 chunk_size: int = 256, block_rows: int = DEFAULT_BLOCK_ROWS, device: str | None = None,
-                 cache_dir: str | None = None, progress: bool = True, fusion=None, name: str | None = None):
+                 chunk_size: int = 256, block_rows: int = DEFAULT_BLOCK_ROWS, nbits: int | None = None,
+                 search: str | None = None, ncells: int | None = None, centroid_score_threshold: float | None = None,
+                 ndocs: int | None = None, prune_to: int | None = None, num_centroids: int | None = None,
+                 kmeans_niter: int = 4, points_per_centroid: int = 32, compute_dtype: str = "float32",
+                 device: str | None = None, cache_dir: str | None = None, progress: bool = True, fusion=None,
+                 name: str | None = None):
         super().__init__(k=k, fusion=fusion, name=name or "colbert")
         if format not in FORMATS:
             raise ConfigError(f"{self.name}: format {format!r} is unknown; use one of {', '.join(FORMATS)}")
         self.model, self.format = resolve_model(model), format
-        self.query_max_length = check_positive(query_max_length, f"{self.name}.query_max_length",
-                                              null_means="the model's own")
-        self.doc_max_length = check_positive(doc_max_length, f"{self.name}.doc_max_length",
-                                              null_means="the model's own")
-        self.batch_size = check_positive(batch_size, f"{self.name}.batch_size", allow_none=False)
-        self.chunk_size = check_positive(chunk_size, f"{self.name}.chunk_size", allow_none=False)
-        self.block_rows = check_positive(block_rows, f"{self.name}.block_rows", allow_none=False)
+        positive = lambda v, what, **kw: check_positive(v, f"{self.name}.{what}", **kw)  # noqa: E731
+        self.query_max_length = positive(query_max_length, "query_max_length", null_means="the model's own")
+        self.doc_max_length = positive(doc_max_length, "doc_max_length", null_means="the model's own")
+        self.batch_size = positive(batch_size, "batch_size", allow_none=False)
+        self.chunk_size = positive(chunk_size, "chunk_size", allow_none=False)
+        self.block_rows = positive(block_rows, "block_rows", allow_none=False)
+        self.nbits = check_nbits(nbits, self.name)
+        if search is not None and search not in SEARCHES:
+            raise ConfigError(f"{self.name}.search {search!r} is unknown; use plaid or exhaustive")
+        if search == "plaid" and self.nbits is None:
+            raise ConfigError(f"{self.name}: search=plaid needs the compressed index; set nbits=2 (or 1 or 4), "
+                              "or use search=exhaustive on the fp16 index")
+        self.search = search or ("plaid" if self.nbits else "exhaustive")
+        self.ncells = positive(ncells, "ncells", null_means="follow k as colbert-ai does")
+        self.ndocs = positive(ndocs, "ndocs", null_means="follow k as colbert-ai does")
+        self.centroid_score_threshold = None if centroid_score_threshold is None else float(centroid_score_threshold)
+        self.prune_to = positive(prune_to, "prune_to", null_means="score every candidate exactly")
+        if self.prune_to is not None and self.nbits is None:
+            raise ConfigError(f"{self.name}: prune_to uses the centroids of the compressed index; set nbits=2 "
+                              "(or 1 or 4), or prune_to=null")
+        self.num_centroids = positive(num_centroids, "num_centroids", null_means="colbert-ai's count")
+        self.kmeans_niter = positive(kmeans_niter, "kmeans_niter", allow_none=False)
+        self.points_per_centroid = positive(points_per_centroid, "points_per_centroid", allow_none=False)
+        if compute_dtype not in COMPUTE_DTYPES:
+            raise ConfigError(f"{self.name}.compute_dtype must be float32 or bfloat16, got {compute_dtype!r}")
+        self.compute_dtype = compute_dtype
         self.device, self.cache_dir, self.progress = device, cache_dir, progress
         self._encoder: TokenEncoder | None = None
-        self._index: TokenIndex | None = None
+        self._index: TokenIndex | ResidualIndex | None = None
+        self._queries: tuple | None = None
 
     @property
     def encoder(self) -> TokenEncoder:
@@ -67,25 +124,88 @@ class ColBERT(Stage):
                                                self.doc_max_length, self.batch_size)
         return self._encoder
 
-    def artifacts(self, corpus: Corpus) -> list[TokenIndexArtifact]:
+    # --- index ----------------------------------------------------------------------------
+    def artifacts(self, corpus: Corpus) -> list[TokenIndexArtifact | ResidualIndexArtifact]:
         enc = self.encoder
         meta = {"stage": "colbert", **enc.settings()}
-        path = artifact_dir(self.cache_dir, "colbert", corpus=corpus.fingerprint, **meta)
-        return [TokenIndexArtifact(path, meta, enc.doc_pass(), self.chunk_size, self.progress)]
+        tokens = TokenIndexArtifact(artifact_dir(self.cache_dir, "colbert", corpus=corpus.fingerprint, **meta), meta,
+                                    enc.doc_pass(), self.chunk_size, self.progress)
+        if self.nbits is None:
+            return [tokens]
+        meta = {**meta, "nbits": self.nbits, "num_centroids": self.num_centroids,
+                "kmeans_niter": self.kmeans_niter, "points_per_centroid": self.points_per_centroid}
+        path = artifact_dir(self.cache_dir, "colbert_residual", corpus=corpus.fingerprint, **meta)
+        return [ResidualIndexArtifact(path, meta, enc.doc_pass(), self.chunk_size, self.progress, token_source=tokens)]
 
-    def load(self, corpus: Corpus, artifacts: list[TokenIndexArtifact]) -> None:
+    def load(self, corpus: Corpus, artifacts: list) -> None:
         self._index = artifacts[0].open(corpus)
 
     def index_info(self) -> dict:
         """Index size: total bytes and bytes per token."""
         return self._index.info() if self._index is not None else {}
 
+    @property
+    def compressed(self) -> bool:
+        return isinstance(self._index, ResidualIndex)
+
+    # --- scoring ----------------------------------------------------------------------------
+    def _encode_queries(self, texts: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        if self._queries is None or self._queries[0] != texts:  # pruning and scoring share one pass
+            with timed("encode"):
+                self._queries = (texts, *self.encoder.encode_queries(texts))
+        return self._queries[1], self._queries[2]
+
+    def exact_scores(self, queries: np.ndarray, mask: np.ndarray, doc_idx: np.ndarray) -> np.ndarray:
+        """Exact MaxSim of ``queries`` against candidates ``doc_idx`` (compressed: decoded tile by tile)."""
+        index = self._index
+        gather = None
+        if self.compressed:
+            import torch
+
+            gather = lambda rows: torch.from_numpy(index.decompress_rows(rows))  # noqa: E731
+        return maxsim(queries, mask, None if self.compressed else index.tokens, index.offsets, doc_idx,
+                      block_rows=self.block_rows, compute_dtype=self.compute_dtype, gather=gather,
+                      device=pick_device(self.device) if self.device else None)
+
+    def rerank(self, batch: Batch) -> Batch:
+        cands = batch.candidates
+        if self.prune_to is not None and cands is not None and cands.doc_idx.shape[1] > self.prune_to:
+            self.prepare(batch.corpus)
+            queries, mask = self._encode_queries(batch.query_texts)
+            from cascade.kernels.plaid import prune_candidates
+
+            with timed("prune"):
+                kept = prune_candidates(queries, mask, self._index.codec.centroids, self._index.codes,
+                                        self._index.offsets, cands.doc_idx, self.prune_to)
+            batch = batch.with_candidates(Candidates(kept, carried_scores(cands, kept)).topk(None))
+        return super().rerank(batch)
+
     def score(self, batch: Batch) -> np.ndarray:
-        with timed("encode"):
-            queries, mask = self.encoder.encode_queries(batch.query_texts)
+        queries, mask = self._encode_queries(batch.query_texts)
         with timed("score"):
-            return maxsim(queries, mask, self._index.tokens, self._index.offsets, batch.candidates.doc_idx,
-                          self.block_rows)
+            return self.exact_scores(queries, mask, batch.candidates.doc_idx)
+
+    def retrieve(self, batch: Batch, k: int | None) -> Candidates:
+        from cascade.kernels.plaid import default_search_params, exhaustive_search, plaid_search
+
+        k = k or len(batch.corpus)
+        queries, mask = self._encode_queries(batch.query_texts)
+        empty = np.array([not t.strip() for t in batch.query_texts], bool)
+        mask = mask & ~empty[:, None]
+        index = self._index
+        with timed("score"):
+            if self.search == "plaid":
+                params = default_search_params(k)
+                params.update({name: value for name, value in (("ncells", self.ncells), ("ndocs", self.ndocs), (
+                    "centroid_score_threshold", self.centroid_score_threshold)) if value is not None})
+                idx, scores = plaid_search(queries, mask, index.codec.centroids, index.codes, index.offsets,
+                                           index.ivf_docs, index.ivf_offsets, k, exact_fn=self.exact_scores, **params)
+            else:
+                tokens = (lambda a, b: index.decompress_rows(np.arange(a, b))) if self.compressed else index.tokens
+                idx, scores = exhaustive_search(queries, mask, tokens, index.offsets, k)
+        idx[empty], scores[empty] = -1, -np.inf  # an empty query finds nothing
+        return Candidates(idx, scores).topk(k)
 
     def __repr__(self) -> str:
-        return f"ColBERT(k={self.k}, model={self.model!r}, format={self.format!r})"
+        extra = f", nbits={self.nbits}, search={self.search!r}" if self.nbits else ""
+        return f"ColBERT(k={self.k}, model={self.model!r}, format={self.format!r}{extra})"

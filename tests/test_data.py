@@ -52,7 +52,7 @@ def test_empty_corpus_rejected(tmp_path):
 
 
 def test_duplicate_doc_ids_rejected():
-    with pytest.raises(DataError, match="repeats document ids"):
+    with pytest.raises(DataError, match="repeats document id 'a'"):
         Corpus(["a", "a"], ["x", "y"])
 
 

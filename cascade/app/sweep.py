@@ -161,6 +161,9 @@ def job_row(job: dict, metric_names: list[str], stage_names: list[str], metric: 
     row["ms_per_query"] = job["summary"].get("ms_per_query") if job["status"] == "ok" else None
     for name in stage_names:
         row[f"ms_{name}"] = stages[name]["ms_per_query"] if name in stages else None
+    for name in stage_names:
+        row[f"index_bytes_{name}"] = stages[name].get("index_bytes") if name in stages else None
+        row[f"bytes_per_token_{name}"] = stages[name].get("bytes_per_token") if name in stages else None
     row["index_s"] = job["summary"].get("index_s") if job["status"] == "ok" else None
     row["queries"] = job["summary"].get("queries")
     row["overrides"] = " ".join(job["overrides"])
@@ -210,6 +213,12 @@ def markdown_rows(rows: list[dict], settings: dict) -> list[dict]:
         shown["ms/query"] = _fmt(row["ms_per_query"], ".2f")
         shown.update({f"ms {name}": _fmt(row[f"ms_{name}"], ".2f") for name in settings["stage_names"]})
         shown["index s"] = _fmt(row["index_s"], ".2f")
+        for name in settings["stage_names"]:
+            size = row.get(f"index_bytes_{name}")
+            if any(r.get(f"index_bytes_{name}") for r in rows):
+                shown[f"MB {name}"] = _fmt(size / 1e6 if size else None, ".1f")
+            if any(r.get(f"bytes_per_token_{name}") for r in rows):
+                shown[f"B/token {name}"] = _fmt(row.get(f"bytes_per_token_{name}"), ".1f")
         if any(r["error"] for r in rows):
             shown["error"] = (row["error"] or "").replace("|", "\\|").replace("\n", " ")[:160]
         out.append(shown)
@@ -237,7 +246,8 @@ def _notes(rows: list[dict], settings: dict) -> list[str]:
     elif settings["baseline"]:
         notes.append(f"Baseline {settings['baseline']} is not among the finished jobs, so no significance tests.")
     notes.append("ms/query: wall time of all stages per query; ms <stage>: that stage's share; index s: "
-                 "seconds to build or load the indexes (built once per corpus, model and settings, then loaded).")
+                 "seconds to build or load the indexes (built once per corpus, model and settings, then loaded); "
+                 "MB / B/token <stage>: the size of that stage's index on disk, and per token for token indexes.")
     return notes
 
 

@@ -126,7 +126,8 @@ class _PyLateDense:
     checkpoint never loads with a setting silently dropped.
     """
 
-    KEYS = ("in_features", "out_features", "bias", "activation_function", "use_residual")
+    KEYS = ("in_features", "out_features", "bias", "activation_function", "use_residual",
+            "module_input_name", "module_output_name")  # the last two: sentence-transformers 6's Dense
     ACTIVATIONS = {"torch.nn.modules.linear.Identity": None, "torch.nn.Identity": None,
                    "torch.nn.modules.activation.Tanh": "tanh", "torch.nn.Tanh": "tanh"}
 
@@ -179,6 +180,12 @@ class _PyLateDense:
                 raise refuse(key, f"is {value!r}, not true or false", f"write {key} as true or false")
             return value
 
+        for key, allowed in (("module_input_name", ("token_embeddings",)),
+                             ("module_output_name", ("token_embeddings", None))):  # None: as the input
+            if cfg.get(key, "token_embeddings") not in allowed:
+                raise refuse(f"{key}={cfg[key]!r}", "is not implemented: cascade projects the token embeddings, "
+                             "as PyLate's Dense does", f"set {key} to \"token_embeddings\" (or remove it) if "
+                             "this Dense is meant to project tokens")
         in_features, out_features = integer("in_features"), integer("out_features")
         has_bias, use_residual = flag("bias", True), flag("use_residual", False)
         activation = cfg.get("activation_function")
@@ -200,8 +207,8 @@ class _PyLateDense:
         why = {"linear.bias": "bias", "residual.weight": "use_residual (with in_features != out_features)"}
         for name, shape in expected.items():
             if name not in state:
-                raise refuse(why.get(name, "in_features/out_features"), f"needs a {name} tensor, which the "
-                             "module's weights lack", f"set {why.get(name, 'the config')} to match the saved weights")
+                raise refuse(why.get(name, "weights"), f"needs a {name} tensor, which {path} lacks",
+                             "set the config to match the saved weights, or save the module again")
             if tuple(state[name].shape) != shape:
                 raise refuse("in_features/out_features", f"is {in_features}/{out_features} but {name} has shape "
                              f"{tuple(state[name].shape)}", "make the config match the saved weights")

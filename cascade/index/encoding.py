@@ -53,6 +53,9 @@ class EncodedArtifact:
         build_pass(group, corpus)
 
     # --- the format: implemented by each subclass ------------------------------------------
+    def before_pass(self, corpus: Corpus) -> None:
+        """Called (under the lock, with ``partial`` ready) before any chunk is encoded; no-op by default."""
+
     def save_chunk(self, base: Path, enc: Encoded) -> None:
         """Save one chunk's share of the pass as files named ``<base>.<something>.npy``."""
         raise NotImplementedError
@@ -125,6 +128,8 @@ def build_pass(group: Sequence[EncodedArtifact], corpus: Corpus) -> None:
 def _encode_and_assemble(group: Sequence[EncodedArtifact], corpus: Corpus) -> None:
     first = group[0]
     done = {id(a): _resume_state(a, corpus) for a in group}
+    for art in group:
+        art.before_pass(corpus)
     ranges = [(s, min(s + first.chunk_size, len(corpus))) for s in range(0, len(corpus), first.chunk_size)]
     todo = [(s, e) for s, e in ranges if any(s not in done[id(a)] for a in group)]
     resumed = len(corpus) - sum(e - s for s, e in todo)

@@ -4,6 +4,26 @@ from __future__ import annotations
 import numpy as np
 
 
+def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` best of a 1-D ``scores``, best first; equal scores in index order.
+
+    Deterministic at the cutoff: among documents tied with the k-th score, the lowest
+    indices are kept (``argpartition`` alone would keep any of them).
+    """
+    scores = np.asarray(scores)
+    n = len(scores)
+    if k <= 0 or n == 0:
+        return np.zeros(0, np.int64)
+    if k < n:
+        kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
+        above = np.flatnonzero(scores > kth)
+        ties = np.flatnonzero(scores == kth)[: k - len(above)]
+        chosen = np.concatenate([above, ties])
+    else:
+        chosen = np.arange(n)
+    return chosen[np.lexsort((chosen, -scores[chosen].astype(np.float64)))]
+
+
 def dot_scores(query_vecs: np.ndarray, doc_vecs: np.ndarray, doc_idx: np.ndarray) -> np.ndarray:
     """(Q, K) dot products of each query vector with its candidates' vectors; ``-inf`` at padding."""
     docs = np.asarray(doc_vecs[np.maximum(doc_idx, 0).ravel()], np.float32)
@@ -12,17 +32,32 @@ def dot_scores(query_vecs: np.ndarray, doc_vecs: np.ndarray, doc_idx: np.ndarray
     return np.where(doc_idx >= 0, scores, -np.inf).astype(np.float32)
 
 
+def _rank_key(scores: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """int64 keys ordered like (score descending, index ascending) when sorted ascending; no ties.
+
+    The float32 score's bits are mapped to an order-preserving int32 (high half, negated) and
+    the document index (< 2**32) fills the low half, so one ``argpartition`` is exact at the
+    k boundary. ``-0.0`` counts as ``0.0``.
+    """
+    bits = (np.asarray(scores, np.float32) + np.float32(0)).view(np.int32).astype(np.int64)
+    ordered = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # monotone in the float value
+    return ((-1 - ordered) << 32) | np.asarray(idx, np.int64)
+
+
 def topk_dot(query_vecs: np.ndarray, doc_vecs: np.ndarray, k: int, chunk_size: int = 32768,
              query_block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Exact top ``k`` documents by dot product, scanning ``doc_vecs`` in chunks (bounded memory).
 
-    Returns ``(doc_idx, scores)``, each (Q, min(k, N)), sorted by descending score (ties by index).
+    Returns ``(doc_idx, scores)``, each (Q, min(k, N)), sorted by descending score; equal
+    scores are ordered (and cut at the k boundary) by ascending document index.
     """
     num_docs = doc_vecs.shape[0]
-    k = min(k, num_docs)
+    k = max(0, min(k, num_docs))
     num_q = query_vecs.shape[0]
     best_idx = np.zeros((num_q, k), np.int64)
     best_sc = np.zeros((num_q, k), np.float32)
+    if k == 0:
+        return best_idx, best_sc
     for qs in range(0, num_q, query_block):
         q = np.asarray(query_vecs[qs:qs + query_block], np.float32)
         idx = np.zeros((len(q), 0), np.int64)
@@ -32,9 +67,9 @@ def topk_dot(query_vecs: np.ndarray, doc_vecs: np.ndarray, k: int, chunk_size: i
             idx = np.concatenate([idx, np.broadcast_to(np.arange(start, start + len(chunk)), (len(q), len(chunk)))], 1)
             sc = np.concatenate([sc, q @ chunk.T], axis=1)
             if sc.shape[1] > k:
-                keep = np.argpartition(-sc, k - 1, axis=1)[:, :k]
+                keep = np.argpartition(_rank_key(sc, idx), k - 1, axis=1)[:, :k]
                 idx, sc = np.take_along_axis(idx, keep, 1), np.take_along_axis(sc, keep, 1)
-        order = np.lexsort((idx, -sc.astype(np.float64)), axis=1)
+        order = np.argsort(_rank_key(sc, idx), axis=1)
         best_idx[qs:qs + len(q)] = np.take_along_axis(idx, order, 1)
         best_sc[qs:qs + len(q)] = np.take_along_axis(sc, order, 1)
     return best_idx, best_sc

@@ -1,4 +1,4 @@
-"""Late-interaction MaxSim over a packed token matrix, and its naive reference.
+"""Late-interaction MaxSim over a packed token matrix (fp16 or decoded tile by tile), and its naive reference.
 
 Token vectors of a corpus live in one contiguous ``(T, dim)`` array; document ``i``
 owns rows ``offsets[i]:offsets[i + 1]``. Candidates come as ``(Q, K)`` corpus row
@@ -7,14 +7,23 @@ against (``maxsim_naive``, plain numpy for the others).
 """
 from __future__ import annotations
 
+import logging
+import warnings
+from typing import Callable
+
 import numpy as np
 import torch
 
-# Index entries (token slots) planned per block of queries: bounds the integer arrays.
+logger = logging.getLogger(__name__)
+
+# Token rows planned per block of candidates: bounds the int64 plan arrays (2 x 8 MiB).
 DEFAULT_BLOCK_ROWS = 1 << 20
-# Float elements (rows x dim) gathered, converted and multiplied per tile: 2**20 x 4 bytes
-# = 4 MiB of float32, small enough to stay in cache (tuned in experiments/maxsim_bench).
+# Float elements (rows x dim) gathered, converted and multiplied per tile: 2**20 elements
+# (2730 rows at dim 384, 2 MiB fp16 + 4 MiB fp32) stay in cache; 2**19-2**22 measure alike.
 DEFAULT_TILE_ELEMENTS = 1 << 20
+
+Gather = Callable[[np.ndarray], torch.Tensor]
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def candidate_lengths(offsets: np.ndarray, doc_idx: np.ndarray) -> np.ndarray:
@@ -23,97 +32,130 @@ def candidate_lengths(offsets: np.ndarray, doc_idx: np.ndarray) -> np.ndarray:
     return np.where(doc_idx >= 0, lengths[np.maximum(doc_idx, 0)], 0)
 
 
-def _query_blocks(rows_needed: np.ndarray, budget: int) -> list[np.ndarray]:
-    """Split queries (in order) into blocks whose padded plan ``n * max(rows)`` fits the budget."""
-    blocks, start, widest = [], 0, 0
-    for i, need in enumerate(rows_needed):
-        widest_if = max(widest, int(need))
-        if i > start and (i - start + 1) * widest_if > budget:
-            blocks.append(np.arange(start, i))
-            start, widest_if = i, int(need)
-        widest = widest_if
-    if len(rows_needed):
-        blocks.append(np.arange(start, len(rows_needed)))
-    return blocks
+def _bf16_pays(device: torch.device) -> bool:
+    """bf16 matmuls are only faster with native support (CUDA, or CPUs with AVX512-BF16/AMX)."""
+    if device.type != "cpu":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
-def maxsim(queries: np.ndarray, query_mask: np.ndarray, tokens: np.ndarray, offsets: np.ndarray,
+def _direct_gather(tokens: np.ndarray, tile_rows: int, device: torch.device) -> Gather:
+    """Default gather: ``index_select`` (multi-threaded) from ``tokens`` into a reused staging tile."""
+    with warnings.catch_warnings():  # read-only memmaps: torch never writes through this view
+        warnings.simplefilter("ignore", UserWarning)
+        source = torch.from_numpy(tokens)
+    stage = torch.empty((tile_rows, tokens.shape[1]), dtype=source.dtype,
+                        pin_memory=device.type == "cuda")
+
+    def gather(rows: np.ndarray) -> torch.Tensor:
+        return torch.index_select(source, 0, torch.from_numpy(rows), out=stage[: len(rows)])
+
+    return gather
+
+
+def maxsim(queries: np.ndarray, query_mask: np.ndarray, tokens: np.ndarray | None, offsets: np.ndarray,
            doc_idx: np.ndarray, block_rows: int = DEFAULT_BLOCK_ROWS,
-           tile_elements: int = DEFAULT_TILE_ELEMENTS) -> np.ndarray:
+           tile_elements: int = DEFAULT_TILE_ELEMENTS, *, gather: Gather | None = None,
+           compute_dtype: str = "float32", device: str | None = None) -> np.ndarray:
     """Late-interaction scores ``sum_i max_j <q_i, d_j>`` of each query against its candidates.
 
     Args:
         queries: (Q, Lq, dim) query token vectors; query_mask: (Q, Lq) bool, False at padding.
-        tokens: (T, dim) every document's token vectors (any float dtype, may be memory-mapped).
-        offsets: (N + 1,) document ``i`` owns ``tokens[offsets[i]:offsets[i + 1]]``.
+        tokens: (T, dim) every document's token vectors (any float dtype, may be memory-mapped);
+            may be None when ``gather`` is given.
+        offsets: (N + 1,) document ``i`` owns token rows ``offsets[i]:offsets[i + 1]``.
         doc_idx: (Q, K) candidate documents, ``-1`` for padding.
-        block_rows: bound on token slots planned per block of queries (memory of the plan).
-        tile_elements: bound on float elements gathered and multiplied at once (cache).
+        block_rows: bound on token rows planned at once (memory of the int64 plan).
+        tile_elements: bound on float elements (rows x dim) gathered and multiplied at once.
+        gather: decoder of a tile, for compressed indexes. Called with a 1-D int64 numpy array
+            of *global token row indices* (rows of ``tokens``, in the order they are wanted;
+            consecutive runs are whole or partial documents, at most ``tile_elements // dim``
+            rows, the array is only valid during the call) and must return a ``(len(rows), dim)``
+            float tensor (any float dtype, any device; converted as needed; it may reuse
+            one buffer between calls). None: rows are read from ``tokens``.
+        compute_dtype: "float32", or "bfloat16" to run the matmul in bf16 (falls back to
+            float32, with a warning, on CPUs without native bf16). Maxima are exact in either
+            dtype; the sum over query tokens and the output are float32.
+        device: torch device for the conversion, matmul and maxima ("cuda", ...); None: CPU.
 
-    Returns (Q, K) float32; ``-inf`` at padding and for documents without tokens.
+    Returns (Q, K) float32; ``-inf`` at padding and for documents without tokens; a query
+    whose positions are all masked scores 0 against documents with tokens.
 
-    A block of B queries lays its candidates' tokens out packed per query in a (B, S)
-    plan (S = most tokens any query of the block has; no per-document padding). Tiles
-    of that plan are gathered as (B, s, dim), converted to float32 and multiplied with
-    all B queries in one batched matmul; slots past a query's tokens are set to ``-inf``
-    and a segment max (scatter ``amax``) folds token rows into their documents. Nothing
-    4-D is built and there is no Python loop over documents.
+    Live candidates (not padding, at least one token) are flattened row-major and cut into
+    blocks of whole candidates holding at most ``block_rows`` token rows (a longer candidate
+    is a block of its own). Per block and query, the candidates' token rows form one packed
+    stream (no padding rows, so nothing to mask) processed in tiles: gather -> convert ->
+    ``(rows, dim) @ (dim, Lv)`` with only the query's Lv unmasked tokens -> ``scatter_reduce``
+    ``amax`` of each row into its candidate's ``(n, Lv)`` running maximum, which also merges
+    documents split across tiles. No 4-D tensor, no Python loop over documents.
     """
     doc_idx = np.asarray(doc_idx, dtype=np.int64)
     num_q, num_k = doc_idx.shape
     out = np.full((num_q, num_k), -np.inf, np.float32)
-    if num_q == 0 or num_k == 0:
-        return out
+    if tokens is None and gather is None:
+        raise ValueError("maxsim needs tokens or gather")
+    if compute_dtype not in _DTYPES:
+        raise ValueError(f"compute_dtype must be one of {sorted(_DTYPES)}, got {compute_dtype!r}")
+    dev = torch.device(device or "cpu")
+    cdt = _DTYPES[compute_dtype]
+    if cdt == torch.bfloat16 and not _bf16_pays(dev):
+        logger.warning("no native bf16 on this CPU: computing MaxSim in float32")
+        cdt = torch.float32
     offsets = np.asarray(offsets, dtype=np.int64)
     lengths = candidate_lengths(offsets, doc_idx)
-    starts = np.where(doc_idx >= 0, offsets[:-1][np.maximum(doc_idx, 0)], 0)
-    for rows in _query_blocks(lengths.sum(axis=1), block_rows):
-        out[rows] = _maxsim_block(queries[rows], query_mask[rows], tokens, starts[rows], lengths[rows],
-                                  tile_elements)
+    qi, ki = np.nonzero(lengths > 0)  # live candidates, row-major: each query's are contiguous
+    if len(qi) == 0:
+        return out
+    dim = queries.shape[-1] if tokens is None else tokens.shape[1]
+    tile_rows = max(1, tile_elements // dim)
+    if gather is None:
+        gather = _direct_gather(tokens, tile_rows, dev)
+    lens, starts = lengths[qi, ki], offsets[doc_idx[qi, ki]]
+    ends = np.cumsum(lens)
+    a = 0
+    while a < len(qi):  # blocks of whole candidates, at most block_rows rows (or one candidate)
+        done = ends[a - 1] if a else 0
+        b = max(a + 1, int(np.searchsorted(ends, done + block_rows, side="right")))
+        _maxsim_block(queries, query_mask, gather, qi[a:b], ki[a:b], starts[a:b], lens[a:b],
+                      tile_rows, dim, cdt, dev, out)
+        a = b
     return out
 
 
-def _plan(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For every slot of the packed (B, S) layout: source row in ``tokens``, owning candidate, validity."""
-    num_q, num_k = lengths.shape
-    per_query = lengths.sum(axis=1)
-    width = int(per_query.max())
-    ends = np.cumsum(lengths, axis=1)
-    # one search serves the whole block: running token counts offset per query
-    base = (np.arange(num_q, dtype=np.int64) * (width + 1))[:, None]
-    pos = np.arange(width, dtype=np.int64)[None, :]
-    owner = np.searchsorted((ends + base).ravel(), (pos + base).ravel(), side="right").reshape(num_q, width)
-    owner -= np.arange(num_q, dtype=np.int64)[:, None] * num_k
-    valid = pos < per_query[:, None]
-    owner = np.where(valid, owner, 0)
-    first = np.take_along_axis(ends - lengths, owner, axis=1)
-    rows = np.where(valid, np.take_along_axis(starts, owner, axis=1) + pos - first, 0)
-    return rows, owner, valid
-
-
-def _maxsim_block(queries: np.ndarray, query_mask: np.ndarray, tokens: np.ndarray, starts: np.ndarray,
-                  lengths: np.ndarray, tile_elements: int) -> np.ndarray:
-    num_q, num_k = lengths.shape
-    if not lengths.any():
-        return np.full((num_q, num_k), -np.inf, np.float32)
-    rows, owner, valid = _plan(starts, lengths)
-    owner_t, invalid_t = torch.from_numpy(owner), torch.from_numpy(~valid)
-    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).transpose(1, 2)  # (B, dim, Lq)
-    best = torch.full((num_q, num_k, q.shape[2]), float("-inf"), dtype=torch.float32)
-    step = max(1, tile_elements // (tokens.shape[1] * num_q))
-    for s0 in range(0, rows.shape[1], step):
-        cols = slice(s0, s0 + step)
-        # gather in the index's dtype (numpy reads memory-mapped rows fast), convert in torch
-        tile = torch.from_numpy(np.asarray(np.take(tokens, rows[:, cols].ravel(), axis=0)))
-        sim = torch.bmm(tile.reshape(num_q, -1, tokens.shape[1]).to(torch.float32), q)  # (B, s, Lq)
-        sim.masked_fill_(invalid_t[:, cols].unsqueeze(-1), float("-inf"))
-        best.scatter_reduce_(1, owner_t[:, cols].unsqueeze(-1).expand_as(sim), sim, reduce="amax")
-    qmask = torch.from_numpy(np.asarray(query_mask, dtype=bool)).unsqueeze(1)
-    scores = torch.where(qmask, best, torch.zeros((), dtype=best.dtype)).sum(-1)
-    # A candidate with no tokens keeps -inf in every query position; the masked sum
-    # above would turn an all-masked query into 0, so restore -inf explicitly.
-    scores = torch.where(torch.from_numpy(lengths > 0), scores, torch.tensor(float("-inf")))
-    return scores.numpy()
+def _maxsim_block(queries: np.ndarray, query_mask: np.ndarray, gather: Gather, qi: np.ndarray,
+                  ki: np.ndarray, starts: np.ndarray, lens: np.ndarray, tile_rows: int, dim: int,
+                  cdt: torch.dtype, dev: torch.device, out: np.ndarray) -> None:
+    """Score a block of live candidates (several queries' runs) into ``out`` in place."""
+    ends = np.cumsum(lens)
+    first = ends - lens  # stream position of each candidate's first row
+    rows = np.repeat(starts - first, lens) + np.arange(ends[-1], dtype=np.int64)  # global token rows
+    seg = np.flatnonzero(np.r_[True, qi[1:] != qi[:-1], True])  # runs of one query's candidates
+    slot = np.arange(len(qi)) - np.repeat(seg[:-1], np.diff(seg))  # candidate's index in its run
+    owner = torch.from_numpy(np.repeat(slot, lens)).to(dev)
+    buf32 = torch.empty((tile_rows, dim), dtype=torch.float32, device=dev)
+    bufc = buf32 if cdt == torch.float32 else torch.empty((tile_rows, dim), dtype=cdt, device=dev)
+    logger.debug("maxsim block: %d candidates, %d queries, %d rows", len(qi), len(seg) - 1, len(rows))
+    for c0, c1 in zip(seg[:-1], seg[1:]):
+        q = int(qi[c0])
+        qv = np.asarray(queries[q], np.float32)[np.asarray(query_mask[q], bool)]  # (Lv, dim)
+        if len(qv) == 0:  # every position masked: nothing contributes
+            out[q, ki[c0:c1]] = 0.0
+            continue
+        q_t = torch.from_numpy(qv).to(device=dev, dtype=cdt).T  # (dim, Lv)
+        best = torch.full((c1 - c0, len(qv)), float("-inf"), dtype=cdt, device=dev)
+        for s in range(int(first[c0]), int(ends[c1 - 1]), tile_rows):
+            e = min(s + tile_rows, int(ends[c1 - 1]))
+            x = torch.as_tensor(gather(rows[s:e]))
+            if x.dtype != cdt or x.device != dev:
+                if x.dtype == torch.float16 and cdt == torch.bfloat16 and dev.type == "cpu":
+                    x = buf32[: e - s].copy_(x)  # fp16->bf16 is 6x faster through fp32 on CPU
+                x = bufc[: e - s].copy_(x)
+            sim = x @ q_t  # (rows, Lv)
+            best.scatter_reduce_(0, owner[s:e, None].expand_as(sim), sim, reduce="amax")
+        out[q, ki[c0:c1]] = best.to(torch.float32).sum(dim=1).cpu().numpy()
 
 
 def maxsim_naive(queries: np.ndarray, query_mask: np.ndarray, tokens: np.ndarray, offsets: np.ndarray,

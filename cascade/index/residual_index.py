@@ -1,0 +1,195 @@
+"""The compressed token index: ColBERTv2 residual compression plus PLAID's inverted lists.
+
+Every token is stored as its nearest centroid's id (``codes``, uint16 when there are at most
+65,536 centroids, else int32) and its residual quantized to ``nbits`` per dimension,
+bit-packed (``residuals``, uint8, dim * nbits / 8 bytes). ``ivf_docs`` / ``ivf_offsets`` list,
+for each centroid, the documents having a token assigned to it (PLAID's candidate generation).
+
+The build streams: the codec (centroids by faiss k-means, bucket cutoffs and weights) is
+trained on a bounded sample of token vectors before the pass; then every chunk of the pass
+is compressed as it is encoded, so neither the fp16 nor the fp32 vectors of the whole corpus
+are ever held or written. The sample comes from an already built fp16 token index of the same
+encoder pass when there is one (no extra encoding), else from encoding a random sample of
+documents. Written and read by this module alone.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cascade.core.data import Corpus
+from cascade.core.errors import ConfigError, CorruptArtifactError
+from cascade.core.files import atomic_save_npy
+from cascade.encoders.sentence import DocPass, Encoded
+from cascade.index.encoding import EncodedArtifact
+from cascade.index.token_index import TokenIndexArtifact
+from cascade.kernels.residual import VALID_NBITS, ResidualCodec, num_centroids_for, train_codec
+
+log = logging.getLogger(__name__)
+
+CODEC_FILES = ("centroids", "bucket_cutoffs", "bucket_weights")
+
+
+@dataclass(frozen=True)
+class ResidualIndex:
+    """An opened compressed index (arrays memory-mapped)."""
+
+    codec: ResidualCodec
+    codes: np.ndarray
+    residuals: np.ndarray
+    offsets: np.ndarray
+    ivf_docs: np.ndarray
+    ivf_offsets: np.ndarray
+    meta: dict
+    nbytes: int
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def decompress_rows(self, rows: np.ndarray) -> np.ndarray:
+        """(n, dim) float32 vectors of the token rows ``rows`` (global token indices)."""
+        rows = np.asarray(rows, np.int64)
+        return self.codec.decompress(np.asarray(self.codes[rows]), np.asarray(self.residuals[rows]))
+
+    def doc(self, i: int) -> np.ndarray:
+        """Decompressed token vectors of document ``i``."""
+        return self.decompress_rows(np.arange(self.offsets[i], self.offsets[i + 1]))
+
+    def info(self) -> dict:
+        """Index size: total bytes on disk, bytes per token, and the codes + residuals share alone."""
+        tokens = max(len(self.codes), 1)
+        payload = self.codes.itemsize + self.residuals.shape[1]
+        return {"index_bytes": self.nbytes, "bytes_per_token": self.nbytes / tokens,
+                "payload_bytes_per_token": payload, "nbits": self.codec.nbits,
+                "num_centroids": self.codec.num_centroids}
+
+
+def check_nbits(nbits: object, owner: str = "colbert") -> int | None:
+    """``nbits``: None (the fp16 index) or 1, 2 or 4; anything else is a ConfigError."""
+    if nbits is None:
+        return None
+    if isinstance(nbits, bool) or nbits not in VALID_NBITS:
+        raise ConfigError(f"{owner}.nbits must be one of {', '.join(map(str, VALID_NBITS))} (bits per dimension "
+                          f"of the compressed index) or null for the uncompressed fp16 index, got {nbits!r}")
+    return int(nbits)
+
+
+class ResidualIndexArtifact(EncodedArtifact):
+    """A compressed token index built from an encoder pass (see the module docstring).
+
+    Args beyond :class:`EncodedArtifact`: ``nbits``; ``num_centroids`` (None: colbert-ai's
+    ``2**floor(log2(16 sqrt(tokens)))``); ``kmeans_niter`` (colbert-ai's default 4);
+    ``points_per_centroid`` (training sample size per centroid, bounds the k-means cost);
+    ``token_source``: an fp16 token index of the same pass to sample from when already built.
+    """
+
+    kind = "residual"
+
+    def __init__(self, path: Path, meta: dict, doc_pass: DocPass, chunk_size: int = 256, progress: bool = True,
+                 token_source: TokenIndexArtifact | None = None, seed: int = 0):
+        super().__init__(path, meta, doc_pass, chunk_size, progress)
+        self.nbits = check_nbits(meta["nbits"])
+        self.num_centroids = meta.get("num_centroids")
+        self.kmeans_niter = int(meta.get("kmeans_niter", 4))
+        self.points_per_centroid = int(meta.get("points_per_centroid", 32))
+        self.token_source, self.seed = token_source, seed
+        self._codec: ResidualCodec | None = None
+
+    # --- codec, trained before the pass ----------------------------------------------------
+    def before_pass(self, corpus: Corpus) -> None:
+        files = [self.partial / f"codec.{name}.npy" for name in CODEC_FILES]
+        if all(f.is_file() for f in files):  # a resumed build keeps its codec
+            centroids, cutoffs, weights = (np.load(f) for f in files)
+            self._codec = ResidualCodec(centroids.astype(np.float32), cutoffs, weights, self.nbits, centroids.shape[1])
+            return
+        sample, total_tokens = self._sample(corpus)
+        wanted = self.num_centroids or num_centroids_for(total_tokens)
+        if wanted > len(sample):
+            log.info("%s: %d centroids asked for but only %d sample tokens; training %d centroids",
+                     self.path.name, wanted, len(sample), len(sample))
+            wanted = len(sample)
+        log.info("training %d centroids (k-means, %d iterations) on %d of ~%d token vectors, nbits=%d",
+                 wanted, self.kmeans_niter, len(sample), total_tokens, self.nbits)
+        codec = train_codec(sample, wanted, self.nbits, self.seed, self.kmeans_niter)
+        for name, array in zip(CODEC_FILES, (codec.centroids, codec.bucket_cutoffs, codec.bucket_weights)):
+            atomic_save_npy(self.partial / f"codec.{name}.npy", array)
+        self._codec = codec
+
+    def _sample(self, corpus: Corpus) -> tuple[np.ndarray, int]:
+        """A bounded random sample of the corpus's token vectors (float32) and the corpus's token count."""
+        rng = np.random.default_rng(self.seed)
+        if self.token_source is not None and self.token_source.is_built():
+            index = self.token_source.open(corpus)
+            total = len(index.tokens)
+            need = min(total, self.points_per_centroid * (self.num_centroids or num_centroids_for(total)))
+            rows = np.sort(rng.choice(total, size=need, replace=False))
+            log.info("sampling %d token vectors from the fp16 index %s", need, self.token_source.path.name)
+            return np.asarray(index.tokens[rows], np.float32), total
+        order = rng.permutation(len(corpus))
+        probe = order[: min(64, len(corpus))]
+        first = self.doc_pass.encode([corpus.texts[i] for i in probe], None)
+        per_doc = max(float(first.lengths.mean()), 1.0)
+        total = int(per_doc * len(corpus))
+        need = min(total, self.points_per_centroid * (self.num_centroids or num_centroids_for(total)))
+        extra = order[len(probe): min(len(corpus), int(np.ceil(need / per_doc)))]
+        log.info("encoding a sample of %d documents to train the codec", len(probe) + len(extra))
+        parts = [first.tokens]
+        for s in range(0, len(extra), self.chunk_size):
+            parts.append(self.doc_pass.encode([corpus.texts[i] for i in extra[s:s + self.chunk_size]], None).tokens)
+        sample = np.concatenate(parts).astype(np.float32)
+        if len(sample) > need:
+            sample = sample[np.sort(rng.choice(len(sample), size=need, replace=False))]
+        return sample, total
+
+    # --- the format --------------------------------------------------------------------------
+    def save_chunk(self, base: Path, enc: Encoded) -> None:
+        codes, residuals = self._codec.compress(np.asarray(enc.tokens, np.float32))
+        atomic_save_npy(base.with_suffix(".codes.npy"), codes.astype(self._code_dtype()))
+        atomic_save_npy(base.with_suffix(".residuals.npy"), residuals)
+        atomic_save_npy(base.with_suffix(".lengths.npy"), np.asarray(enc.lengths, np.int64))
+
+    def _code_dtype(self) -> type:
+        return np.uint16 if self._codec.num_centroids <= 1 << 16 else np.int32
+
+    def assemble(self, out: Path, bases: list[Path], corpus: Corpus) -> dict:
+        from cascade.kernels.plaid import build_ivf
+
+        lengths = np.concatenate([np.load(b.with_suffix(".lengths.npy")) for b in bases])
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        total, width = int(offsets[-1]), self._codec.dim * self.nbits // 8
+        codes = np.lib.format.open_memmap(out / "codes.npy", "w+", self._code_dtype(), (total,))
+        residuals = np.lib.format.open_memmap(out / "residuals.npy", "w+", np.uint8, (total, width))
+        row = 0
+        for base in bases:
+            part_codes = np.load(base.with_suffix(".codes.npy"), mmap_mode="r")
+            codes[row:row + len(part_codes)] = part_codes
+            residuals[row:row + len(part_codes)] = np.load(base.with_suffix(".residuals.npy"), mmap_mode="r")
+            row += len(part_codes)
+        codes.flush(), residuals.flush()
+        ivf_docs, ivf_offsets = build_ivf(codes, offsets, self._codec.num_centroids)
+        del codes, residuals
+        np.save(out / "offsets.npy", offsets)
+        np.save(out / "ivf_docs.npy", ivf_docs)
+        np.save(out / "ivf_offsets.npy", ivf_offsets)
+        np.save(out / "centroids.npy", self._codec.centroids.astype(np.float16))
+        np.save(out / "bucket_cutoffs.npy", self._codec.bucket_cutoffs)
+        np.save(out / "bucket_weights.npy", self._codec.bucket_weights)
+        return {"dim": self._codec.dim, "num_tokens": total, "num_centroids": self._codec.num_centroids}
+
+    def open(self, corpus: Corpus) -> ResidualIndex:
+        meta = self.checked_meta(corpus)
+        load = lambda name, mmap=None: np.load(self.path / f"{name}.npy", mmap_mode=mmap)  # noqa: E731
+        centroids = load("centroids").astype(np.float32)
+        codec = ResidualCodec(centroids, load("bucket_cutoffs"), load("bucket_weights"), int(meta["nbits"]),
+                              centroids.shape[1])
+        codes, residuals, offsets = load("codes", "r"), load("residuals", "r"), load("offsets")
+        ivf_docs, ivf_offsets = load("ivf_docs"), load("ivf_offsets")
+        if (len(offsets) != len(corpus) + 1 or offsets[-1] != len(codes) or len(residuals) != len(codes)
+                or len(ivf_offsets) != codec.num_centroids + 1 or ivf_offsets[-1] != len(ivf_docs)):
+            raise CorruptArtifactError(f"the compressed index at {self.path} is inconsistent; delete it and rebuild")
+        nbytes = sum(int(f["bytes"]) for f in meta["files"].values())
+        return ResidualIndex(codec, codes, residuals, offsets, ivf_docs, ivf_offsets, meta, nbytes)

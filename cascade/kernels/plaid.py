@@ -1,0 +1,289 @@
+"""PLAID-style centroid-pruned late-interaction search over a residual-compressed index.
+
+The index is (codes (T,) int32 centroid id of every token, offsets (N+1,): document
+``d`` owns tokens ``offsets[d]:offsets[d+1]``), the centroids (C, dim) and an IVF
+(centroid -> sorted unique documents). Per query (only its unmasked tokens):
+
+1. ``S = Q @ centroids.T`` (Lq, C).
+2. Candidates: union of the IVF lists of each query token's top ``ncells`` centroids.
+3. Centroid interaction with pruning: a centroid is *pruned* when ``max_i S[i, c] <
+   centroid_score_threshold``; pruned tokens are dropped from the doc (``-inf`` in the
+   max, as colbert-ai's ``filter_pids``), so approx(d) = sum_i max over d's kept codes of
+   S[i, code]; a doc whose codes are all pruned scores ``-inf`` and ranks last. Keep the
+   best ``ndocs``.
+4. Centroid interaction without pruning on those; keep the best ``rerank_docs``
+   (colbert-ai: ``ndocs // 4``; here at least ``k``).
+5. ``exact_fn`` scores the survivors exactly (e.g. MaxSim on decompressed residuals).
+
+Every ranking orders by score descending, ties by document index ascending.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+# exact_fn(queries (B, Lq, dim), query_mask (B, Lq), doc_idx (B, K) -1 padded) -> (B, K) float32
+ExactFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+# Floats gathered per step of the centroid interaction (tokens x Lq): 2**22 x 4 B = 16 MiB.
+APPROX_TILE_ELEMENTS = 1 << 22
+# Tokens per step when building the IVF (bounds the int64 key arrays).
+IVF_CHUNK_TOKENS = 1 << 22
+
+
+def default_search_params(k: int) -> dict:
+    """colbert-ai's ``Searcher.dense_search`` defaults for ``k``: ncells, centroid_score_threshold, ndocs."""
+    if k <= 10:
+        return dict(ncells=1, centroid_score_threshold=0.5, ndocs=256)
+    if k <= 100:
+        return dict(ncells=2, centroid_score_threshold=0.45, ndocs=1024)
+    return dict(ncells=4, centroid_score_threshold=0.4, ndocs=max(k * 4, 4096))
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + n)`` for every (s, n), vectorized (int64)."""
+    lengths = np.asarray(lengths, np.int64)
+    ends = np.cumsum(lengths)
+    return np.arange(ends[-1] if len(ends) else 0, dtype=np.int64) + np.repeat(
+        np.asarray(starts, np.int64) - (ends - lengths), lengths)
+
+
+def _chunks(lengths: np.ndarray, budget: int):
+    """Yield (i0, i1) consecutive item ranges whose total length stays within ``budget`` (>= 1 item)."""
+    ends = np.cumsum(np.asarray(lengths, np.int64))
+    i0 = 0
+    while i0 < len(ends):
+        base = ends[i0 - 1] if i0 else 0
+        i1 = max(int(np.searchsorted(ends, base + budget, side="right")), i0 + 1)
+        yield i0, i1
+        i0 = i1
+
+
+def build_ivf(codes: np.ndarray, offsets: np.ndarray, num_centroids: int,
+              chunk_tokens: int = IVF_CHUNK_TOKENS) -> tuple[np.ndarray, np.ndarray]:
+    """(ivf_docs int32, ivf_offsets int64 (C+1,)): sorted unique documents of each centroid.
+
+    Works in document-aligned chunks of about ``chunk_tokens`` tokens; each chunk's
+    (code, doc) keys are deduplicated with ``np.unique`` before one global sort, so
+    peak memory is ~8 bytes per (centroid, document) pair plus one chunk.
+    """
+    offsets = np.asarray(offsets, np.int64)
+    num_docs = len(offsets) - 1
+    lengths, parts = np.diff(offsets), []
+    for d0, d1 in _chunks(lengths, chunk_tokens):
+        docs = np.repeat(np.arange(d0, d1, dtype=np.int64), lengths[d0:d1])
+        parts.append(np.unique(np.asarray(codes[offsets[d0]:offsets[d1]], np.int64) * num_docs + docs))
+    keys = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    ivf_offsets = np.zeros(num_centroids + 1, np.int64)
+    np.cumsum(np.bincount(keys // max(num_docs, 1), minlength=num_centroids), out=ivf_offsets[1:])
+    return (keys % max(num_docs, 1)).astype(np.int32), ivf_offsets
+
+
+def centroid_scores(query: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """(Lq, C) float32 ``query @ centroids.T``, a transposed view of a C-contiguous (C, Lq) array.
+
+    (Computed as ``centroids @ query.T``: torch's CPU matmul is ~20x slower the other way round.)
+    """
+    q = torch.from_numpy(np.ascontiguousarray(query, np.float32))
+    c = torch.from_numpy(np.ascontiguousarray(centroids, np.float32))
+    return (c @ q.T).numpy().T
+
+
+def approx_scores(scores: np.ndarray, codes: np.ndarray, offsets: np.ndarray, doc_ids: np.ndarray,
+                  keep: np.ndarray | None = None, ivf: tuple[np.ndarray, np.ndarray] | None = None,
+                  tile_elements: int = APPROX_TILE_ELEMENTS) -> np.ndarray:
+    """Centroid interaction: (n,) float32 ``sum_i max_{t in d, keep[code_t]} scores[i, code_t]``.
+
+    scores: (Lq, C) centroid scores of one query; doc_ids: (n,) sorted unique documents;
+    keep: (C,) bool, None keeps all (pruned codes are skipped, -inf if a doc has none).
+    (doc, code) pairs come from the docs' tokens or, given ``ivf`` and ``keep`` and when
+    that is fewer pairs, from the kept centroids' IVF lists (same result). Pairs are folded
+    into a running (n, Lq) max with a scatter ``amax``, in steps of ``tile_elements`` floats,
+    so memory stays bounded; there is no Python loop over documents.
+    """
+    doc_ids = np.asarray(doc_ids, np.int64)
+    scores_t = torch.from_numpy(np.ascontiguousarray(scores.T, dtype=np.float32))  # (C, Lq)
+    best = torch.full((len(doc_ids), scores_t.shape[1]), float("-inf"))
+    budget = max(1, tile_elements // max(1, scores_t.shape[1]))
+
+    def fold(owner: np.ndarray, pair_codes: np.ndarray) -> None:
+        vals = scores_t[torch.from_numpy(pair_codes)]  # (m, Lq)
+        best.scatter_reduce_(0, torch.from_numpy(owner)[:, None].expand_as(vals), vals, reduce="amax")
+
+    offsets = np.asarray(offsets, np.int64)
+    lengths = offsets[doc_ids + 1] - offsets[doc_ids]
+    kept = np.flatnonzero(keep) if keep is not None and ivf is not None and len(doc_ids) else None
+    ivf_len = ivf[1][kept + 1] - ivf[1][kept] if kept is not None else None
+    if kept is not None and ivf_len.sum() < lengths.sum():
+        for c0, c1 in _chunks(ivf_len, budget):
+            pair_docs = ivf[0][_ranges(ivf[1][kept[c0:c1]], ivf_len[c0:c1])]
+            loc = np.minimum(np.searchsorted(doc_ids, pair_docs), len(doc_ids) - 1)
+            hit = doc_ids[loc] == pair_docs
+            fold(loc[hit], np.repeat(kept[c0:c1], ivf_len[c0:c1])[hit])
+    else:
+        for d0, d1 in _chunks(lengths, budget):
+            pair_codes = np.asarray(codes[_ranges(offsets[doc_ids[d0:d1]], lengths[d0:d1])], np.int64)
+            owner = np.repeat(np.arange(d0, d1), lengths[d0:d1])
+            if keep is not None:
+                sel = keep[pair_codes]
+                owner, pair_codes = owner[sel], pair_codes[sel]
+            fold(owner, pair_codes)
+    return best.sum(dim=1).numpy()
+
+
+def _top(doc_ids: np.ndarray, scores: np.ndarray, count: int) -> np.ndarray:
+    """The ``count`` best of ``doc_ids`` (ascending) by score descending, ties by doc ascending."""
+    if len(doc_ids) > count:
+        # partition first; the stable sort of the survivors keeps ties by doc ascending
+        thresh = np.partition(-scores, count - 1)[count - 1]
+        sel = np.flatnonzero(-scores <= thresh)
+        doc_ids, scores = doc_ids[sel], scores[sel]
+    order = np.argsort(-scores, kind="stable")[:count]
+    return doc_ids[order]
+
+
+def plaid_candidates(query: np.ndarray, centroids: np.ndarray, codes: np.ndarray, offsets: np.ndarray,
+                     ivf_docs: np.ndarray, ivf_offsets: np.ndarray, ncells: int,
+                     centroid_score_threshold: float, ndocs: int, rerank_docs: int) -> np.ndarray:
+    """Stages 1-4 for one query (Lq, dim) of valid tokens: the ``rerank_docs`` docs to score exactly."""
+    if len(query) == 0:
+        return np.zeros(0, np.int64)
+    scores = centroid_scores(query, centroids)
+    num_c = scores.shape[1]
+    if ncells >= num_c:
+        cells = np.arange(num_c)
+    elif ncells == 1:
+        cells = np.unique(scores.T.argmax(axis=0))
+    else:
+        cells = np.unique(torch.topk(torch.from_numpy(scores.T), ncells, dim=0).indices.numpy())
+    docs = np.unique(ivf_docs[_ranges(ivf_offsets[cells], ivf_offsets[cells + 1] - ivf_offsets[cells])])
+    docs = docs.astype(np.int64)
+    keep = scores.max(axis=0) >= centroid_score_threshold
+    stage2 = approx_scores(scores, codes, offsets, docs, keep=keep, ivf=(ivf_docs, ivf_offsets))
+    docs = np.sort(_top(docs, stage2, ndocs))
+    stage3 = approx_scores(scores, codes, offsets, docs)
+    log.debug("plaid: %d cells, %d kept centroids, %d candidates -> %d", len(cells), keep.sum(),
+              len(stage2), min(len(docs), rerank_docs))
+    return _top(docs, stage3, rerank_docs)
+
+
+def _pad(rows: list[np.ndarray], width: int | None = None) -> np.ndarray:
+    """Ragged int rows -> (len(rows), width) int64 padded with -1."""
+    width = max((len(r) for r in rows), default=0) if width is None else width
+    out = np.full((len(rows), width), -1, np.int64)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r[:width]
+    return out
+
+
+def _sort_results(doc_idx: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: score descending, ties by doc ascending, padding (-1) last; first ``k`` columns."""
+    scores = np.where(doc_idx >= 0, scores, -np.inf).astype(np.float32)
+    big = np.iinfo(np.int64).max
+    order = np.lexsort((np.where(doc_idx >= 0, doc_idx, big), -scores.astype(np.float64), doc_idx < 0), axis=1)
+    doc_idx, scores = np.take_along_axis(doc_idx, order, 1)[:, :k], np.take_along_axis(scores, order, 1)[:, :k]
+    pad = k - doc_idx.shape[1]
+    if pad > 0:
+        doc_idx = np.pad(doc_idx, ((0, 0), (0, pad)), constant_values=-1)
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return doc_idx, scores
+
+
+def plaid_search(queries: np.ndarray, query_mask: np.ndarray, centroids: np.ndarray, codes: np.ndarray,
+                 offsets: np.ndarray, ivf_docs: np.ndarray, ivf_offsets: np.ndarray, k: int, ncells: int,
+                 centroid_score_threshold: float, ndocs: int, exact_fn: ExactFn,
+                 rerank_docs: int | None = None, query_block: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` documents per query: (doc_idx (Q, k) int64 -1 padded, scores (Q, k) float32 -inf padded).
+
+    ``rerank_docs`` (default ``max(k, ndocs // 4)``, colbert-ai's stage 3) documents per
+    query reach ``exact_fn``, called once per block of ``query_block`` queries; pass
+    ``rerank_docs=ndocs`` to skip stage 3 (stages 2 and 3 merged).
+    """
+    rerank = max(k, ndocs // 4) if rerank_docs is None else rerank_docs
+    mask = np.asarray(query_mask, bool)
+    out_idx, out_sc = [], []
+    for b0 in range(0, len(queries), query_block):
+        rows = [plaid_candidates(np.asarray(queries[q], np.float32)[mask[q]], centroids, codes, offsets,
+                                 ivf_docs, ivf_offsets, ncells, centroid_score_threshold, ndocs, rerank)
+                for q in range(b0, min(b0 + query_block, len(queries)))]
+        cand = _pad(rows)
+        exact = exact_fn(queries[b0:b0 + len(rows)], mask[b0:b0 + len(rows)], cand) if cand.size else cand
+        idx, sc = _sort_results(cand, np.asarray(exact, np.float32).reshape(cand.shape), k)
+        out_idx.append(idx)
+        out_sc.append(sc)
+    if not out_idx:
+        return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+    return np.concatenate(out_idx), np.concatenate(out_sc)
+
+
+def prune_candidates(queries: np.ndarray, query_mask: np.ndarray, centroids: np.ndarray, codes: np.ndarray,
+                     offsets: np.ndarray, doc_idx: np.ndarray, keep: int,
+                     centroid_score_threshold: float = -np.inf) -> np.ndarray:
+    """Rerank given candidates (Q, K) (-1 padded) by centroid interaction; the best ``keep`` (Q, keep).
+
+    Duplicates and padding are dropped; rows with fewer candidates are padded with -1.
+    With a finite threshold, pruned codes are skipped as in stage 2 of :func:`plaid_search`.
+    """
+    mask = np.asarray(query_mask, bool)
+    rows = []
+    for q in range(len(doc_idx)):
+        docs = np.unique(np.asarray(doc_idx[q], np.int64))
+        docs = docs[docs >= 0]
+        scores = centroid_scores(np.asarray(queries[q], np.float32)[mask[q]], centroids)
+        prune = np.isfinite(centroid_score_threshold) and len(scores) > 0
+        kept = scores.max(axis=0) >= centroid_score_threshold if prune else None
+        rows.append(_top(docs, approx_scores(scores, codes, offsets, docs, keep=kept), keep))
+    return _pad(rows, keep)
+
+
+def exhaustive_search(queries: np.ndarray, query_mask: np.ndarray, tokens: np.ndarray, offsets: np.ndarray,
+                      k: int, tile_tokens: int = 1 << 14) -> tuple[np.ndarray, np.ndarray]:
+    """Exact MaxSim top ``k`` over every document, scanning ``tokens`` in doc-aligned tiles.
+
+    ``tokens``: the (T, dim) token matrix, or a callable ``(start, stop) -> (stop - start, dim)``
+    array that decodes those rows (a compressed index, decoded tile by tile).
+
+    Each tile (t, dim) is multiplied with all queries' tokens at once (t, Q * Lq) and
+    folded per document with ``np.maximum.reduceat``; empty documents are never returned.
+    Memory: ``tile_tokens * Q * Lq`` floats (split the queries for large Q).
+    """
+    offsets = np.asarray(offsets, np.int64)
+    num_q, lq, dim = queries.shape
+    qt = torch.from_numpy(np.ascontiguousarray(queries, np.float32).reshape(-1, dim)).T
+    qmask = np.asarray(query_mask, np.float32).reshape(1, num_q, lq)
+    best_idx, best_sc = np.zeros((num_q, 0), np.int64), np.zeros((num_q, 0), np.float32)
+    for d0, d1 in _chunks(np.diff(offsets), tile_tokens):
+        docs = np.arange(d0, d1)[np.diff(offsets[d0:d1 + 1]) > 0]
+        if len(docs):
+            rows = tokens(offsets[d0], offsets[d1]) if callable(tokens) else tokens[offsets[d0]:offsets[d1]]
+            tile = torch.from_numpy(np.asarray(rows)).to(torch.float32)
+            sim = (tile @ qt).numpy()  # (t, Q * Lq)
+            per_doc = np.maximum.reduceat(sim, offsets[docs] - offsets[d0], axis=0).reshape(len(docs), num_q, lq)
+            sc = (per_doc * qmask).sum(axis=2).T  # (Q, n)
+            best_idx = np.concatenate([best_idx, np.broadcast_to(docs, sc.shape)], axis=1)
+            best_sc = np.concatenate([best_sc, sc], axis=1)
+            if best_idx.shape[1] > 4 * k:
+                best_idx, best_sc = _sort_results(best_idx, best_sc, k)
+    return _sort_results(best_idx, best_sc, k)
+
+
+def residual_exact_fn(decompress: Callable[[np.ndarray, np.ndarray], np.ndarray], codes: np.ndarray,
+                      residuals: np.ndarray, offsets: np.ndarray, maxsim_fn: Callable[..., np.ndarray]) -> ExactFn:
+    """ExactFn decompressing only the candidates' tokens (``decompress(codes, residuals)``, e.g.
+    ``codec.decompress``), then ``maxsim_fn(queries, mask, tokens, local_offsets, local_doc_idx)``."""
+    offsets = np.asarray(offsets, np.int64)
+
+    def exact(queries: np.ndarray, query_mask: np.ndarray, doc_idx: np.ndarray) -> np.ndarray:
+        valid = doc_idx >= 0
+        docs, inverse = np.unique(doc_idx[valid], return_inverse=True)
+        lengths = offsets[docs + 1] - offsets[docs]
+        rows = _ranges(offsets[docs], lengths)
+        tokens = decompress(codes[rows], residuals[rows])
+        local = np.full(doc_idx.shape, -1, np.int64)
+        local[valid] = inverse.ravel()
+        return maxsim_fn(queries, query_mask, tokens, np.concatenate([[0], np.cumsum(lengths)]), local)
+    return exact

@@ -1,0 +1,212 @@
+"""ColBERTv2-style residual compression of token vectors (numpy + faiss, CPU).
+
+A token vector ``x`` is stored as the id of its nearest centroid (by inner product,
+``int32``) plus its residual ``x - centroid`` quantized per dimension to ``nbits``
+bits against ``2**nbits`` buckets, bit-packed into ``dim * nbits / 8`` bytes.
+Decompression adds the bucket weights to the centroid and renormalizes to unit length.
+
+Bit layout (as colbert-ai's ``binarize``): each dimension's bucket index contributes
+``nbits`` bits, least significant first; the resulting bit stream is packed into bytes
+most significant bit first (``np.packbits`` default), so dimension ``j`` lives in byte
+``j * nbits // 8``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+
+import faiss
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+VALID_NBITS = (1, 2, 4)
+# Rows converted to float32 and assigned per step: bounds memory to chunk x dim floats.
+ASSIGN_CHUNK = 1 << 16
+# Heldout split for the bucket statistics, as colbert-ai: 5% of the sample, at most 50k.
+HELDOUT_FRACTION, HELDOUT_MAX = 0.05, 50_000
+
+
+def num_centroids_for(num_tokens: int) -> int:
+    """colbert-ai's partition count ``2**floor(log2(16 * sqrt(T)))``, clipped to ``[1, T]``.
+
+    E.g. 4M tokens -> 16384 centroids, 10M -> 32768; tiny corpora get at most one
+    centroid per token.
+    """
+    if num_tokens <= 0:
+        return 1
+    count = 2 ** int(math.floor(math.log2(16 * math.sqrt(num_tokens))))
+    return int(max(1, min(count, num_tokens)))
+
+
+def check_nbits(nbits: int, dim: int) -> None:
+    """Raise ValueError unless ``nbits`` is 1, 2 or 4 and ``dim * nbits`` fills whole bytes."""
+    if nbits not in VALID_NBITS:
+        raise ValueError(f"nbits must be one of {VALID_NBITS}, got {nbits!r}")
+    if (dim * nbits) % 8:
+        raise ValueError(f"dim * nbits must be divisible by 8 to pack residuals into bytes, "
+                         f"got dim={dim}, nbits={nbits}")
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), in place for float arrays."""
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
+    return np.divide(x, norms, out=x, where=norms > 0)
+
+
+def _byte_table(nbits: int) -> np.ndarray:
+    """(256, 8 // nbits) uint8: the bucket indices a packed byte holds, in dimension order."""
+    bits = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1)  # MSB first = stream order
+    bits = bits.reshape(256, 8 // nbits, nbits).astype(np.uint8)
+    return (bits << np.arange(nbits, dtype=np.uint8)).sum(axis=2).astype(np.uint8)
+
+
+def pack_buckets(buckets: np.ndarray, nbits: int) -> np.ndarray:
+    """(n, dim) bucket indices in ``[0, 2**nbits)`` -> (n, dim * nbits / 8) packed uint8."""
+    n, dim = buckets.shape
+    check_nbits(nbits, dim)
+    bits = (buckets.astype(np.uint8)[:, :, None] >> np.arange(nbits, dtype=np.uint8)) & 1
+    return np.packbits(bits.reshape(n, dim * nbits), axis=1)
+
+
+def unpack_buckets(packed: np.ndarray, nbits: int) -> np.ndarray:
+    """Inverse of :func:`pack_buckets`: (n, bytes) uint8 -> (n, dim) bucket indices (uint8)."""
+    return _byte_table(nbits)[packed].reshape(packed.shape[0], packed.shape[1] * 8 // nbits)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ResidualCodec:
+    """Centroids plus residual buckets; ``compress`` / ``decompress`` token vectors.
+
+    centroids: (C, dim) unit rows (float32 or float16). bucket_cutoffs: (2**nbits - 1,)
+    increasing thresholds. bucket_weights: (2**nbits,) value decoded for each bucket.
+    """
+    centroids: np.ndarray
+    bucket_cutoffs: np.ndarray
+    bucket_weights: np.ndarray
+    nbits: int
+    dim: int
+
+    def __post_init__(self) -> None:
+        check_nbits(self.nbits, self.dim)
+        if self.centroids.ndim != 2 or self.centroids.shape[1] != self.dim:
+            raise ValueError(f"centroids must be (C, {self.dim}), got {self.centroids.shape}")
+        if self.bucket_cutoffs.shape != (2 ** self.nbits - 1,) or self.bucket_weights.shape != (2 ** self.nbits,):
+            raise ValueError(f"need {2 ** self.nbits - 1} cutoffs and {2 ** self.nbits} weights for nbits={self.nbits}")
+
+    @property
+    def num_centroids(self) -> int:
+        return int(self.centroids.shape[0])
+
+    @property
+    def bytes_per_token(self) -> int:
+        """Stored bytes per token: 4 for the int32 code plus the packed residual."""
+        return 4 + self.dim * self.nbits // 8
+
+    @functools.cached_property
+    def _index(self) -> faiss.IndexFlatIP:
+        index = faiss.IndexFlatIP(self.dim)
+        index.add(np.ascontiguousarray(self.centroids, dtype=np.float32))
+        return index
+
+    def assign(self, vectors: np.ndarray, chunk: int = ASSIGN_CHUNK) -> np.ndarray:
+        """(n,) int32 id of each row's nearest centroid by inner product (exact, chunked faiss)."""
+        index, codes = self._index, np.empty(len(vectors), np.int32)
+        for s in range(0, len(vectors), chunk):
+            block = np.ascontiguousarray(vectors[s:s + chunk], dtype=np.float32)
+            codes[s:s + len(block)] = index.search(block, 1)[1][:, 0]
+        return codes
+
+    def compress(self, vectors: np.ndarray, codes: np.ndarray | None = None,
+                 chunk: int = ASSIGN_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+        """(n, dim) -> (codes int32 (n,), residuals uint8 (n, dim * nbits / 8)).
+
+        ``codes`` may be passed when already known (e.g. from a codec with the same
+        centroids and another ``nbits``) to skip the assignment.
+        """
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"vectors must be (n, {self.dim}), got {vectors.shape}")
+        codes = self.assign(vectors, chunk) if codes is None else np.asarray(codes, np.int32)
+        residuals = np.empty((len(vectors), self.dim * self.nbits // 8), np.uint8)
+        cutoffs = np.asarray(self.bucket_cutoffs, np.float32)
+        for s in range(0, len(vectors), chunk):
+            block = np.asarray(vectors[s:s + chunk], np.float32) - self.centroids[codes[s:s + chunk]]
+            # bucket i holds cutoffs[i-1] < r <= cutoffs[i] (torch.bucketize semantics)
+            buckets = np.searchsorted(cutoffs, block.ravel(), side="left").reshape(block.shape)
+            residuals[s:s + len(block)] = pack_buckets(buckets, self.nbits)
+        return codes, residuals
+
+    def decompress(self, codes: np.ndarray, residuals: np.ndarray, dtype: type = np.float32,
+                   chunk: int = ASSIGN_CHUNK) -> np.ndarray:
+        """(codes (n,), residuals (n, bytes)) -> (n, dim) unit vectors of ``dtype``."""
+        codes = np.asarray(codes)
+        if residuals.shape != (len(codes), self.dim * self.nbits // 8):
+            raise ValueError(f"residuals must be ({len(codes)}, {self.dim * self.nbits // 8}), got {residuals.shape}")
+        # one lookup decodes a whole byte into its 8 // nbits residual values: the table's
+        # rows are viewed as single opaque items so that np.take copies each in one go
+        table = np.ascontiguousarray(np.asarray(self.bucket_weights, np.float32)[_byte_table(self.nbits)])
+        table = table.view(np.dtype((np.void, table.shape[1] * 4))).ravel()
+        out = np.empty((len(codes), self.dim), dtype)
+        for s in range(0, len(codes), chunk):
+            block = np.take(table, residuals[s:s + chunk]).view(np.float32).reshape(-1, self.dim)
+            block += self.centroids[codes[s:s + chunk]]
+            out[s:s + len(block)] = _normalize(block)
+        return out
+
+
+def train_centroids(sample: np.ndarray, num_centroids: int, seed: int = 0, niter: int = 20) -> np.ndarray:
+    """Spherical faiss k-means; (C, dim) float32 unit centroids, C <= len(sample)."""
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    if len(sample) < num_centroids:
+        log.warning("sample has %d points, fewer than %d centroids: training %d centroids",
+                    len(sample), num_centroids, len(sample))
+        num_centroids = len(sample)
+    if num_centroids < 1:
+        raise ValueError("cannot train centroids on an empty sample")
+    kmeans = faiss.Kmeans(sample.shape[1], num_centroids, niter=niter, seed=seed, spherical=True,
+                          verbose=False)
+    kmeans.train(sample)
+    return _normalize(np.asarray(kmeans.centroids, np.float32).copy())
+
+
+def fit_buckets(residuals: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
+    """colbert-ai's buckets from residual values (all dimensions pooled).
+
+    cutoffs: quantiles ``i / 2**nbits`` for ``i = 1 .. 2**nbits - 1``; weights: quantiles
+    ``(i + 0.5) / 2**nbits`` for ``i = 0 .. 2**nbits - 1`` (the median of each bucket).
+    """
+    n = 2 ** nbits
+    values = np.asarray(residuals, np.float32).ravel()
+    cutoffs = np.quantile(values, np.arange(1, n) / n).astype(np.float32)
+    weights = np.quantile(values, (np.arange(n) + 0.5) / n).astype(np.float32)
+    return cutoffs, weights
+
+
+def train_codec(sample: np.ndarray, num_centroids: int, nbits: int, seed: int = 0, niter: int = 20,
+                centroids: np.ndarray | None = None) -> ResidualCodec:
+    """Train a codec as colbert-ai: k-means on 95% of ``sample``, buckets on the heldout 5%.
+
+    sample: (n, dim) float token vectors. ``centroids``: reuse already trained (C, dim)
+    centroids and only fit the buckets (e.g. one k-means for several ``nbits``).
+    Raises ValueError for nbits not in {1, 2, 4} or dim * nbits not divisible by 8.
+    """
+    sample = np.asarray(sample)
+    check_nbits(nbits, sample.shape[1])
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(sample))
+    heldout_size = min(int(HELDOUT_FRACTION * len(sample)), HELDOUT_MAX)
+    train, heldout = order[:len(sample) - heldout_size], order[len(sample) - heldout_size:]
+    if heldout_size == 0:  # tiny sample: fit the buckets on the training points themselves
+        heldout = train
+    if centroids is None:
+        centroids = train_centroids(sample[np.sort(train)], num_centroids, seed, niter)
+    centroids = np.ascontiguousarray(centroids)
+    probe = ResidualCodec(centroids, np.zeros(2 ** nbits - 1, np.float32), np.zeros(2 ** nbits, np.float32),
+                          nbits, sample.shape[1])
+    held = np.asarray(sample[np.sort(heldout)], np.float32)
+    cutoffs, weights = fit_buckets(held - centroids[probe.assign(held)], nbits)
+    log.info("codec: %d centroids, nbits=%d, cutoffs=%s, weights=%s", len(centroids), nbits,
+             np.round(cutoffs, 4).tolist(), np.round(weights, 4).tolist())
+    return dataclasses.replace(probe, bucket_cutoffs=cutoffs, bucket_weights=weights)
