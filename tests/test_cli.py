@@ -33,6 +33,39 @@ def test_run_writes_results_and_prints_metrics(tiny_beir, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (out / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~umask  # as any file, not mkstemp's 0600
+    noise = proc.stdout + proc.stderr
+    assert "[bm25s]" not in noise and "fontManager" not in noise and "Traceback" not in noise
+
+
+def test_saved_run_file_evaluates_to_exactly_metrics_json(scifact_path, tmp_path):
+    """run.trec is written at full precision: evaluating it gives metrics.json to the last bit."""
+    import ir_measures
+
+    from cascade.core.evaluation import evaluate
+    from cascade.core.data import load_beir
+    from cascade.core.results import read_trec_run
+
+    out = tmp_path / "run"
+    proc = cascade("run", "pipeline=bm25", f"dataset.path={scifact_path}", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr
+    ds = load_beir(scifact_path)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert evaluate(read_trec_run(out / "run.trec", ds.corpus.ids, ds.query_ids), ds.qrels, list(metrics)) == metrics
+    direct = ir_measures.calc_aggregate([ir_measures.parse_measure(m) for m in metrics], ds.qrels,
+                                        ir_measures.read_trec_run(str(out / "run.trec")))
+    assert {str(k): v for k, v in direct.items()} == pytest.approx(metrics, abs=1e-12)
+
+
+def test_a_reranker_first_fails_before_any_indexing(tiny_beir, tmp_path):
+    """A cross-encoder cannot retrieve: said before BM25 or any model is touched."""
+    from cascade.testing import tiny_cross_encoder
+
+    model = tiny_cross_encoder(tmp_path / "ce")
+    proc = cascade("run", "pipeline=bm25_ce", f"dataset.path={tiny_beir}", f"stage.cross_encoder.model={model}",
+                   "pipeline.stages=[${stage.cross_encoder},${stage.bm25}]", f"hydra.run.dir={tmp_path / 'run'}",
+                   cwd=tmp_path, env_extra={"CASCADE_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 2 and "cannot retrieve from the whole corpus" in proc.stderr, proc.stderr
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_rank_bm25_backend_and_custom_metrics(tiny_beir, tmp_path):
@@ -54,6 +87,7 @@ def test_rank_bm25_backend_and_custom_metrics(tiny_beir, tmp_path):
         ("stage.bm25._target_=stages.bm25.BM25", "is not allowed"),
         ("metrics=[nDCG@ten]", "not an ir-measures name"),
         ("max_queries=abc", "max_queries must be a positive integer"),
+        ("metrics=[]", "metrics is empty"),
     ],
 )
 def test_bad_input_is_a_clear_error_and_writes_nothing(tiny_beir, tmp_path, override, message):

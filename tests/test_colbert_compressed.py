@@ -107,3 +107,19 @@ def test_a_corpus_too_small_for_the_centroids_gets_fewer(model, tmp_path, caplog
         col.prepare(tiny)
     assert col._index.codec.num_centroids < 4096
     assert "centroids asked for but only" in caplog.text
+
+
+def test_compressed_index_derives_from_a_cached_fp16_index(model, tmp_path, caplog):
+    """With the fp16 index of the same pass cached, compression reads it chunk by chunk: no encoding."""
+    ColBERT(k=5, model=model, cache_dir=tmp_path, progress=False, chunk_size=16).prepare(CORPUS)
+    with caplog.at_level(logging.INFO):
+        col = stage(model, tmp_path, chunk_size=16)
+        col.prepare(CORPUS)
+    assert "compressed" in caplog.text and "token vectors from" in caplog.text
+    assert "encoded" not in caplog.text and "encoding a sample" not in caplog.text
+    assert not list((tmp_path / "colbert_residual").glob("*.partial"))
+    queries, mask = col.encoder.encode_queries(QUERIES)
+    doc_idx = np.tile(np.arange(30), (len(QUERIES), 1))
+    full = col._index.decompress_rows(np.arange(len(col._index.codes)))
+    assert np.allclose(col.exact_scores(queries, mask, doc_idx),
+                       maxsim_naive(queries, mask, full, col._index.offsets, doc_idx), atol=1e-4)

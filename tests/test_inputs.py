@@ -58,3 +58,22 @@ def test_duplicate_topics_in_trec_input(tmp_path):
     (tmp_path / "topics.tsv").write_text("q1\tcats\nq1\tdogs\n")
     with pytest.raises(DataError, match="topics.tsv, line 2: query id 'q1' appears more than once"):
         load_trec(root / "corpus.jsonl", tmp_path / "topics.tsv")
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """A full disk (or any error) mid-write leaves neither a half file nor a .tmp behind."""
+    import errno
+    from pathlib import Path
+
+    from cascade.core.files import atomic_write_text
+
+    (tmp_path / "results.md").write_text("old")
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_text(tmp_path / "results.md", "new")
+    assert [p.name for p in tmp_path.iterdir()] == ["results.md"]
+    assert (tmp_path / "results.md").read_text() == "old"

@@ -21,7 +21,7 @@ from cascade.core.errors import ConfigError
 from cascade.app.naming import safe_name, sweep_name
 from cascade.app.plot import pareto_front, quality_cost_figure
 from cascade.app.significance import compare, holm, paired_ttest, randomization_test
-from conftest import REPO
+from conftest import write_beir, REPO
 
 CONF = REPO / "conf"
 
@@ -323,3 +323,27 @@ def test_resume_ignores_where_caches_live_but_not_settings():
     changed = {"paths": {"cache_dir": "/a"}, "stage": {"bm25": {"k": 300, "cache_dir": "/a"}}, "metrics": ["nDCG@10"]}
     assert comparable(base) == comparable(moved)
     assert comparable(base) != comparable(changed)
+
+
+def test_resume_reruns_a_job_whose_data_changed(tmp_path):
+    """Resume compares what the job read (corpus, queries, qrels, models), not only its config."""
+    data = write_beir(tmp_path / "data")
+    args = ("run", "-m", "pipeline=bm25", f"dataset.path={data}", "stage.bm25.k=2,5", f"hydra.sweep.dir={tmp_path / 'sw'}")
+    first = cascade(*args, cwd=tmp_path, cache=tmp_path / "cache")
+    assert first.returncode == 0, first.stderr
+    again = cascade(*args, cwd=tmp_path, cache=tmp_path / "cache")
+    assert again.stdout.count("reused saved results") == 2
+    corpus = (data / "corpus.jsonl").read_text().replace("The cat sat on the mat", "Nothing about felines")
+    (data / "corpus.jsonl").write_text(corpus)
+    changed = cascade(*args, cwd=tmp_path, cache=tmp_path / "cache")
+    assert changed.returncode == 0, changed.stderr
+    assert "reused saved results" not in changed.stdout and changed.stdout.count(": done:") == 2
+
+
+def test_report_refuses_a_folder_without_jobs(tmp_path):
+    """cascade report never overwrites results it cannot rebuild."""
+    (tmp_path / "multirun.yaml").write_text("sweep: {metric: nDCG@10}\n")
+    (tmp_path / "results.md").write_text("# precious results\n")
+    proc = cascade("report", str(tmp_path), cwd=tmp_path, cache=tmp_path / "cache")
+    assert proc.returncode == 2 and "holds no job folders" in proc.stderr
+    assert (tmp_path / "results.md").read_text() == "# precious results\n"

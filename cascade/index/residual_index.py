@@ -99,6 +99,52 @@ class ResidualIndexArtifact(EncodedArtifact):
         self.token_source, self.seed = token_source, seed
         self._codec: ResidualCodec | None = None
 
+    # --- building -----------------------------------------------------------------------------
+    def build_group(self, group, corpus: Corpus) -> None:
+        """From the cached fp16 index of the same pass when there is one (no encoding), else by a pass."""
+        if all(isinstance(a, ResidualIndexArtifact) and a.token_source is not None and a.token_source.is_built()
+               for a in group):
+            from cascade.index import store
+
+            for art in group:
+                with store.locked(art.path):
+                    if not store.is_valid(art.path):
+                        art._derive(corpus)
+            return
+        super().build_group(group, corpus)
+
+    def _derive(self, corpus: Corpus) -> None:
+        """Compress the cached fp16 token index chunk by chunk (streaming, resumable like a pass)."""
+        import shutil
+        import time
+
+        from cascade.core.files import atomic_write_json
+        from cascade.index import store
+        from cascade.index.encoding import _chunk_base, _resume_state
+
+        source = self.token_source.open(corpus)
+        done = _resume_state(self, corpus)
+        self.before_pass(corpus)
+        start, bases = time.perf_counter(), []
+        for s in range(0, len(corpus), self.chunk_size):
+            e = min(s + self.chunk_size, len(corpus))
+            base = _chunk_base(self, s)
+            bases.append(base)
+            if s in done:
+                continue
+            lo, hi = int(source.offsets[s]), int(source.offsets[e])
+            enc = Encoded(None, np.asarray(source.tokens[lo:hi], np.float32), np.diff(source.offsets[s:e + 1]))
+            self.save_chunk(base, enc)
+            atomic_write_json(base.with_suffix(".chunk.json"), {"start": s, "end": e, "truncated": 0})
+        seconds = time.perf_counter() - start
+        log.info("compressed %d token vectors from %s in %.1f s", int(source.offsets[-1]),
+                 self.token_source.path.name, seconds)
+        truncated = int(source.meta.get("truncated_docs", 0))
+        meta = {**self.full_meta(corpus), "truncated_docs": truncated, "compress_seconds": round(seconds, 3),
+                "derived_from": self.token_source.path.name}
+        store.publish(self.path, lambda out: self.assemble(out, bases, corpus), meta)
+        shutil.rmtree(self.partial, ignore_errors=True)
+
     # --- codec, trained before the pass ----------------------------------------------------
     def before_pass(self, corpus: Corpus) -> None:
         files = [self.partial / f"codec.{name}.npy" for name in CODEC_FILES]
@@ -112,12 +158,32 @@ class ResidualIndexArtifact(EncodedArtifact):
             log.info("%s: %d centroids asked for but only %d sample tokens; training %d centroids",
                      self.path.name, wanted, len(sample), len(sample))
             wanted = len(sample)
-        log.info("training %d centroids (k-means, %d iterations) on %d of ~%d token vectors, nbits=%d",
-                 wanted, self.kmeans_niter, len(sample), total_tokens, self.nbits)
-        codec = train_codec(sample, wanted, self.nbits, self.seed, self.kmeans_niter)
+        centroids = self._centroids(corpus, sample, wanted, total_tokens)
+        codec = train_codec(sample, wanted, self.nbits, self.seed, self.kmeans_niter, centroids=centroids)
         for name, array in zip(CODEC_FILES, (codec.centroids, codec.bucket_cutoffs, codec.bucket_weights)):
             atomic_save_npy(self.partial / f"codec.{name}.npy", array)
         self._codec = codec
+
+    def _centroids(self, corpus: Corpus, sample: np.ndarray, wanted: int, total_tokens: int) -> np.ndarray:
+        """k-means centroids, cached apart from ``nbits`` (indexes at 1, 2 and 4 bits share one k-means)."""
+        from cascade.index import store
+        from cascade.kernels.residual import train_centroids
+
+        settings = {k: v for k, v in self.meta.items() if k != "nbits"}
+        path = store.artifact_dir(self.path.parent.parent, "colbert_centroids", corpus=corpus.fingerprint,
+                                  seed=self.seed, count=wanted, **settings)
+
+        def build(tmp: Path) -> dict:
+            log.info("training %d centroids (k-means, %d iterations) on %d of ~%d token vectors", wanted,
+                     self.kmeans_niter, len(sample), total_tokens)
+            rows = np.random.default_rng(self.seed).permutation(len(sample))
+            held = min(int(0.05 * len(sample)), 50_000)  # as train_codec: buckets are fit on the rest
+            np.save(tmp / "centroids.npy", train_centroids(sample[np.sort(rows[:len(sample) - held])], wanted,
+                                                           self.seed, self.kmeans_niter))
+            return {"sample_tokens": len(sample)}
+
+        store.ensure(path, build, {**settings, "corpus": corpus.fingerprint, "count": wanted})
+        return np.load(path / "centroids.npy")
 
     def _sample(self, corpus: Corpus) -> tuple[np.ndarray, int]:
         """A bounded random sample of the corpus's token vectors (float32) and the corpus's token count."""

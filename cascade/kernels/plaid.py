@@ -260,7 +260,7 @@ def exhaustive_search(queries: np.ndarray, query_mask: np.ndarray, tokens: np.nd
         docs = np.arange(d0, d1)[np.diff(offsets[d0:d1 + 1]) > 0]
         if len(docs):
             rows = tokens(offsets[d0], offsets[d1]) if callable(tokens) else tokens[offsets[d0]:offsets[d1]]
-            tile = torch.from_numpy(np.asarray(rows)).to(torch.float32)
+            tile = torch.from_numpy(np.array(rows, dtype=np.float32))
             sim = (tile @ qt).numpy()  # (t, Q * Lq)
             per_doc = np.maximum.reduceat(sim, offsets[docs] - offsets[d0], axis=0).reshape(len(docs), num_q, lq)
             sc = (per_doc * qmask).sum(axis=2).T  # (Q, n)

@@ -30,7 +30,6 @@ QUERIES = {"q1": "cat on a mat", "q2": "barking dogs", "q3": "fish in rivers", "
 QRELS = {"q1": {"d1": 1, "d3": 1}, "q2": {"d2": 1}, "q3": {"d5": 2}, "q4": {"d4": 1}}
 QREL_LINES = [f"{q}\t{d}\t{r}" for q, rel in QRELS.items() for d, r in rel.items()]
 
-
 # --- running the CLI and recording rows ------------------------------------------------------------
 @dataclass
 class Proc:
@@ -44,12 +43,10 @@ class Proc:
     # the corpus-encoding log lines, "encoded 300 documents (tokens) in 3.6 s: ..."
     encoded = property(lambda self: [int(n) for n in re.findall(r"encoded (\d+) documents", self.text)])
 
-
-def show(args, cache=None) -> str:
+def show(args, cache=None, env=None) -> str:
     cmd = shlex.join(map(str, args)).replace(shlex.join(CLI), "cascade")
-    cmd = (f"CASCADE_CACHE_DIR={cache} " if cache else "") + cmd
+    cmd = "".join(f"{k}={v} " for k, v in {**(env or {}), **({"CASCADE_CACHE_DIR": cache} if cache else {})}.items()) + cmd
     return cmd.replace(str(TMP), "$TMP")
-
 
 def start(args, cache, env=None, argv=None, **kw) -> subprocess.Popen:
     """``cascade ARGS`` (as ``python -m cascade.app.cli``) with its own cache, in $TMP; Hydra logs go to stdout."""
@@ -58,15 +55,12 @@ def start(args, cache, env=None, argv=None, **kw) -> subprocess.Popen:
     return subprocess.Popen(argv or [*CLI, *map(str, args)], env=full, cwd=TMP, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, errors="replace", **kw)
 
-
 def finish(p: subprocess.Popen, shown: str) -> Proc:
     out, err = p.communicate(timeout=600)
     return Proc(shown, p.returncode, out, err)
 
-
 def cli(args, cache, env=None, argv=None, shown=None) -> Proc:
-    return finish(start(args, cache, env, argv), show(shown or [*CLI, *args], cache))
-
+    return finish(start(args, cache, env, argv), show(shown or [*CLI, *args], cache, env))
 
 def message(p: Proc) -> str:
     """The last meaningful line: the last ``error...`` line of stderr, else the last non-progress line."""
@@ -74,17 +68,15 @@ def message(p: Proc) -> str:
     err, out = lines(p.err), lines(p.out)
     return ([s for s in err if s.lower().startswith("error")] or (err if p.rc else []) or out or err or [""])[-1]
 
-
 def written(folder: Path) -> str:
     return ", ".join(n for n in ("metrics.json", "run.trec") if (Path(folder) / n).is_file()) or "no"
 
-
 def add(case: str, p: Proc, ok: bool | None, note: str, wrote: str = "-", msg: str | None = None) -> None:
     verdict = "SKIP" if ok is None else "PASS" if ok else "FAIL"
-    ROWS.append(dict(case=case, command=p.cmd, rc=p.rc, message=message(p) if msg is None else msg,
+    msg = (message(p) if msg is None else msg).replace(str(TMP), "$TMP")
+    ROWS.append(dict(case=case, command=p.cmd, rc=p.rc, message=msg,
                      tb="yes" if p.tb else "no", wrote=wrote, verdict=verdict, note=note))
     print(f"[{verdict}] {case}: {note}", flush=True)
-
 
 # --- data and shared fixtures -----------------------------------------------------------------------
 def write_beir(root: Path, docs=DOCS, queries=QUERIES, qrels_text=None) -> Path:
@@ -94,7 +86,6 @@ def write_beir(root: Path, docs=DOCS, queries=QUERIES, qrels_text=None) -> Path:
     (root / "queries.jsonl").write_text(jsonl(queries))
     (root / "qrels" / "test.tsv").write_text(qrels_text or "query-id\tcorpus-id\tscore\n" + "\n".join(QREL_LINES))
     return root
-
 
 def synthetic(root: Path, n_docs=300, n_queries=20, words=25, seed=0) -> Path:
     """Documents of made-up words; query i is 3 words of one document, judged relevant."""
@@ -106,7 +97,6 @@ def synthetic(root: Path, n_docs=300, n_queries=20, words=25, seed=0) -> Path:
                "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in picks.items()))
     return root
 
-
 def fixtures() -> dict:
     if "model" not in FIX:
         from cascade.testing import tiny_sentence_transformer
@@ -114,18 +104,15 @@ def fixtures() -> dict:
                    model=tiny_sentence_transformer(TMP / "models" / "st"))
     return FIX
 
-
 def colbert_cmd(run_dir, data=None, model=None):
     """bm25_colbert with the tiny model on the 300-document corpus, 16 documents per saved chunk."""
     return ["run", "pipeline=bm25_colbert", f"dataset.path={data or fixtures()['medium']}",
             f"stage.colbert.model={model or fixtures()['model']}", "stage.colbert.chunk_size=16",
             f"hydra.run.dir={run_dir}"]
 
-
 def metrics(run_dir: Path) -> dict | None:
     f = Path(run_dir) / "metrics.json"
     return json.loads(f.read_text()) if f.is_file() else None
-
 
 def baseline() -> dict:
     """One clean colbert_cmd run: its cache (copied by cases 4 and 10) and metrics."""
@@ -136,17 +123,14 @@ def baseline() -> dict:
         FIX["base"] = dict(cache=cache, metrics=metrics(run))
     return FIX["base"]
 
-
 def chunks_saved(cache: Path) -> int:
     return len(list(cache.glob("*/*.partial/*.chunk.json")))
-
 
 def wait_for(cond, timeout=180) -> bool:
     end = time.time() + timeout
     while time.time() < end and not cond():
         time.sleep(0.05)
     return cond()
-
 
 # --- the cases --------------------------------------------------------------------------------------
 def case1_config_code_execution():
@@ -173,7 +157,6 @@ def case1_config_code_execution():
         p.rc == 2 and not copy.exists() and not started and "allowed_targets" in message(p) and not p.tb,
         f"file copied: {copy.exists()}; Hydra started (run folder made): {started}", written(root / "c"))
 
-
 def case2_concurrent_builds():
     root = TMP / "c2"
     runs = [root / "run1", root / "run2"]
@@ -187,7 +170,6 @@ def case2_concurrent_builds():
         all(p.rc == 0 for p in ps) and same and sum(map(len, counts)) == 1,
         f"exit codes {[p.rc for p in ps]}; run.trec identical: {same}; 'encoded N documents' per run: {counts}",
         f"{written(runs[0])} / {written(runs[1])}")
-
 
 def case3_stale_results():
     root = TMP / "c3"
@@ -211,13 +193,11 @@ def case3_stale_results():
         p.rc == 2 and kept and not p.tb, f"results.md unchanged: {kept}; results.csv made: "
         f"{(report / 'results.csv').exists()}", "results.csv" if (report / "results.csv").exists() else "no")
 
-
 def _randomize(npy: Path) -> None:
     import numpy as np
     arr = np.load(npy, mmap_mode="r+")  # keeps the valid header, overwrites the values
     arr[...] = np.random.default_rng(0).standard_normal(arr.shape).astype(arr.dtype)
     arr.flush()
-
 
 DAMAGES = {  # name -> (artifact kind, what to do to its folder)
     "truncated tokens.npy": ("colbert", lambda a: os.truncate(a / "tokens.npy", (a / "tokens.npy").stat().st_size // 2)),
@@ -230,7 +210,6 @@ DAMAGES = {  # name -> (artifact kind, what to do to its folder)
     "deleted bm25s params.index.json": ("bm25s", lambda a: (a / "params.index.json").unlink()),
 }
 
-
 def _damaged_run(i: int, name: str) -> tuple:
     root = TMP / "c4" / str(i)
     cache = shutil.copytree(baseline()["cache"], root / "cache")
@@ -238,7 +217,6 @@ def _damaged_run(i: int, name: str) -> tuple:
     folder = next(p for p in (cache / kind).iterdir() if p.is_dir() and not p.name.startswith("."))
     damage(folder)
     return cli(colbert_cmd(root / "run"), cache), root, folder
-
 
 def case4_damaged_cache():
     base = baseline()
@@ -251,7 +229,9 @@ def case4_damaged_cache():
         note = ("rebuilt (logged), same metrics" if rebuilt else "refused, names the folder" if refused else
                 f"exit {p.rc}; metrics {'same' if got == base['metrics'] else 'DIFFERENT' if got else 'none'}; "
                 f"rebuild logged: {logged}")
-        add(f"4 damaged cache: {name}", p, (rebuilt or refused) and not p.tb, note, written(root / "run"))
+        logs = [line.split(" - ", 1)[-1] for line in p.out.splitlines() if "][WARNING]" in line or "rebuilding" in line]
+        add(f"4 damaged cache: {name}", p, (rebuilt or refused) and not p.tb, note, written(root / "run"),
+            " / ".join(dict.fromkeys(logs)) or None)
     root = TMP / "c4" / "partial"  # a build killed mid-way leaves <artifact>.partial/ behind
     proc = start(colbert_cmd(root / "killed"), root / "cache")
     mid = wait_for(lambda: chunks_saved(root / "cache") >= 2 or proc.poll() is not None) and proc.poll() is None
@@ -264,12 +244,10 @@ def case4_damaged_cache():
         f"killed mid-build: {mid}, {saved} chunks left; rerun resumed: {'resuming' in p.text}, "
         f"encoded {p.encoded}; metrics same: {same}; .partial left: {len(left)}", written(root / "run"))
 
-
 def _edit_dense(folder: Path, **changes) -> Path:
     cfg = folder / "1_Dense" / "config.json"
     cfg.write_text(json.dumps({**json.loads(cfg.read_text()), **changes}))
     return folder
-
 
 def case5_checkpoints():
     import numpy as np
@@ -319,7 +297,6 @@ def case5_checkpoints():
         diff < 1e-5, f"max abs diff {diff:.1e} over {len(pairs)} long pairs (vs max_length 512: {full:.1e})", "-",
         f"max abs diff {diff:.1e}")
 
-
 BIG_TREC = r"""
 import json, re, resource, sys, time
 import numpy as np
@@ -335,7 +312,6 @@ write_trec_run(run, sys.argv[1])
 print(json.dumps({"before": before, "peak": status("VmHWM"), "s": time.time() - t,
                   "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
-
 
 def case6_run_files():
     import ir_measures
@@ -369,16 +345,14 @@ def case6_run_files():
         add("6b write_trec_run of 11,000 x 1,000: peak RSS growth", p, False, f"no measurement: {err}")
     (root / "big.trec").unlink(missing_ok=True)
 
-
 def _bad(name, data, words, extra=(), pipeline="bm25", rc=2) -> tuple:
     """Run ``pipeline`` on ``data``; safe = exit ``rc``, no traceback, no results (when rc != 0), ``words`` named."""
-    root = TMP / "c78" / name
+    root = TMP / "runs" / name
     p = cli(["run", f"pipeline={pipeline}", f"dataset.path={data}", f"hydra.run.dir={root / 'run'}", *extra],
             root / "cache")
     lacks = [w for w in words if w.lower() not in message(p).lower()]
     ok = p.rc == rc and not p.tb and not lacks and (written(root / "run") == "no") == (rc != 0)
     return p, ok, f"message lacks {lacks}" if lacks else f"exit {p.rc}; message names {', '.join(words)}", written(root / "run")
-
 
 def case7_bad_input():
     f, root = fixtures(), TMP / "c7"
@@ -388,7 +362,7 @@ def case7_bad_input():
     add("7 duplicate query id (q1 again on line 5 of queries.jsonl)", *_bad("dup", dup, ["queries.jsonl", "'q1'", "line 5"]))
     first = [QREL_LINES[2]] + QREL_LINES[:2] + QREL_LINES[3:]  # line 1: "q2 d2 1", q2's only judgment
     p, ok, _, wrote = _bad("nohead", write_beir(root / "nohead", qrels_text="\n".join(first)), [], rc=0)
-    summary = TMP / "c78" / "nohead" / "run" / "summary.json"
+    summary = TMP / "runs" / "nohead" / "run" / "summary.json"
     n = json.loads(summary.read_text())["queries"] if summary.is_file() else None
     add("7 qrels without header, first score 1 (an integer)", p, ok and n == 4,
         f"queries evaluated: {n} of 4 (q2, judged only on line 1, needs that row)", wrote)
@@ -401,13 +375,40 @@ def case7_bad_input():
         json.dumps({"_id": q, "text": t}) + "\n" for q, t in QUERIES.items() if q != "q1"))
     add("7 lone surrogate (JSON `\\ud800`) in query line 1", *_bad("surrogate", sur, ["queries.jsonl", "line 1"]))
     add("7 `metrics=[]`", *_bad("nometrics", f["tiny"], ["metrics"], ["metrics=[]"]))
-    p, ok, note, wrote = _bad("colbert_first", f["tiny"], ["colbert", "retrieve"],
+    p, ok, note, wrote = _bad("colbert_first", f["medium"], ["colbert", "retrieve"],
                               ["pipeline.stages=[${stage.colbert}]", f"stage.colbert.model={f['model']}"], "bm25_colbert")
-    cache = TMP / "c78" / "colbert_first" / "cache"
+    cache = TMP / "runs" / "colbert_first" / "cache"
     made = [str(x.relative_to(cache)) for x in cache.rglob("*")] if cache.exists() else []
-    add("7 ColBERT first: `pipeline.stages=[${stage.colbert}]`", p, ok and not made,
-        f"{note}; cache entries made: {made[:3] or 'none'}", wrote)
+    if p.rc == 0:  # ColBERT may retrieve (exhaustive MaxSim) since f4e91a4: then its top 10 must be MaxSim's
+        same, diff = _colbert_first_matches(TMP / "runs" / "colbert_first" / "run" / "run.trec", cache)
+        ok, note = same and diff < 1e-3, f"ran as a retriever; top 10 = MaxSim over every document: {same} (score diff {diff:.1e})"
+    add("7 ColBERT first: `pipeline.stages=[${stage.colbert}]`", p, ok and (p.rc == 0 or not made),
+        f"{note}; cache entries made: {made[:2] or 'none'}", wrote)
 
+def _colbert_first_matches(trec: Path, cache: Path) -> tuple[bool, float]:
+    """Compare a ColBERT-first run file with exact MaxSim reranking of every document (the API, same cache)."""
+    import numpy as np
+    from cascade import Candidates, Stage, load_beir
+    from cascade.stages.colbert import ColBERT
+
+    class Everything(Stage):  # hands every document to the next stage
+        def retrieve(self, batch, k):
+            n, q = len(batch.corpus), batch.num_queries
+            return Candidates(np.tile(np.arange(n), (q, 1)), np.zeros((q, n), np.float32))
+
+        def score(self, batch):
+            return np.zeros(batch.candidates.doc_idx.shape, np.float32)
+
+    ds = load_beir(fixtures()["medium"])
+    ref = (Everything(k=None) >> ColBERT(model=str(fixtures()["model"]), cache_dir=str(cache), chunk_size=16) % 10)(ds)
+    got: dict = {}
+    for line in trec.read_text().splitlines():
+        q, _, d, _, score, _ = line.split()
+        got.setdefault(q, {})[d] = float(score)
+    want = ref.to_dict()
+    same = all(list(got.get(q, {})) == list(docs) for q, docs in want.items())
+    diff = max(abs(got[q][d] - s) for q, docs in want.items() for d, s in docs.items() if d in got.get(q, {}))
+    return same, diff
 
 def case8_errors():
     from cascade import load_beir
@@ -433,11 +434,20 @@ def case8_errors():
             "from cascade.app.cli import main; sys.exit(main(sys.argv[1:]))")
     args = ["run", "-m", "pipeline=bm25", "hydra/launcher=ray", f"dataset.path={f['tiny']}", f"hydra.sweep.dir={root / 'ray'}"]
     p = cli(args, root / "cache", argv=[sys.executable, "-c", hide, *args],
-            shown=["python", "-c", "<sys.modules['hydra_plugins.hydra_ray_launcher']=None; cascade main()>", *args])
+            shown=["python", "-c", "<hide hydra_plugins.hydra_ray_launcher, then cascade main()>", *args])
     hint = "pip install" in message(p)
     add("8 `hydra/launcher=ray` with the (installed) plugin hidden", p,
         p.rc == 2 and hint and not p.tb and not (root / "ray").exists(),
         f"install hint: {hint}; sweep folder made: {(root / 'ray').exists()}", "no")
+    (root / "mods").mkdir()  # extra: an allowed stage module that exists but whose own import fails
+    (root / "mods" / "mystage.py").write_text("import cascade\nfrom cascade.kernels.no_such_module import x\n\n"
+                                              "class MyStage(cascade.Stage):\n    pass\n")
+    p = cli(["run", "pipeline=bm25", f"dataset.path={f['tiny']}", "allowed_targets=[mystage]",
+             "pipeline.stages=[{_target_:mystage.MyStage}]", f"hydra.run.dir={root / 'mods' / 'run'}"], root / "cache",
+            env={"PYTHONPATH": str(root / "mods")})
+    cause = "no_such_module" in message(p)
+    add("8 (extra) allowed stage module whose own import fails (ImportError inside it)", p, p.rc == 2 and cause and not p.tb,
+        f"exit {p.rc}; the real cause (No module named ...no_such_module) shown: {cause}", written(root / "mods" / "run"))
     cache, run = root / "sigint" / "cache", root / "sigint" / "run"
     args = ["run", "pipeline=bm25_dense", f"dataset.path={f['medium']}", f"stage.biencoder.model={f['model']}",
             "stage.biencoder.chunk_size=16", f"hydra.run.dir={run}"]
@@ -449,7 +459,6 @@ def case8_errors():
     p = finish(proc, show([*CLI, *args], cache) + "   + Ctrl-C (SIGINT to its group) while encoding")
     add("8 Ctrl-C during a run (while encoding the corpus)", p, (p.rc == 130 and not p.tb) if mid else None,
         f"SIGINT sent mid-encoding: {mid}; exit {p.rc}; traceback: {p.tb}", written(run))
-
 
 def case9_noise():
     for label, key in (("`cascade run pipeline=bm25` (SciFact, empty cache: index built)", "bm25"),
@@ -463,7 +472,6 @@ def case9_noise():
         add(f"9 noise: {label}, fresh MPLCONFIGDIR", p, p.rc == 0 and not found, f"noise found: {found or 'none'}",
             "-", msg=f"(stdout+stderr: {len(p.text.splitlines())} lines)")
 
-
 def case10_content_identity():
     base, root = baseline(), TMP / "c10"
     model = shutil.copytree(fixtures()["model"], root / "elsewhere" / "model-copy")
@@ -473,10 +481,8 @@ def case10_content_identity():
     add("10 the tiny model copied to another path, same cache", p, p.rc == 0 and not p.encoded and same,
         f"'encoded N documents' lines: {p.encoded or 'none'}; metrics same: {same}", written(root / "run"))
 
-
 CASES = [case1_config_code_execution, case2_concurrent_builds, case3_stale_results, case4_damaged_cache,
          case5_checkpoints, case6_run_files, case7_bad_input, case8_errors, case9_noise, case10_content_identity]
-
 
 def table() -> str:
     cell = lambda x: str(x).replace("|", "\\|").replace("\n", " ")  # noqa: E731
@@ -484,7 +490,6 @@ def table() -> str:
             "|---|---|---:|---|---|---|---|---|\n" +
             "".join(f"| {cell(r['case'])} | `{cell(r['command'])}` | {r['rc']} | {cell(r['message'][:300])} | {r['tb']} "
                     f"| {cell(r['wrote'])} | **{r['verdict']}** | {cell(r['note'])} |\n" for r in ROWS))
-
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -514,7 +519,6 @@ def main() -> int:
         (HERE / "results.md").write_text(text)
     print("\n" + text)
     return 1 if counts["FAIL"] else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
