@@ -35,6 +35,8 @@ def test_run_writes_results_and_prints_metrics(tiny_beir, tmp_path):
     assert (out / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~umask  # as any file, not mkstemp's 0600
     noise = proc.stdout + proc.stderr
     assert "[bm25s]" not in noise and "fontManager" not in noise and "Traceback" not in noise
+    logged = [line for line in noise.splitlines() if line.startswith("[") and "][" in line]
+    assert logged and all("][cascade." in line for line in logged), logged  # only cascade's own log lines
 
 
 def test_saved_run_file_evaluates_to_exactly_metrics_json(scifact_path, tmp_path):
