@@ -77,3 +77,52 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
         atomic_write_text(tmp_path / "results.md", "new")
     assert [p.name for p in tmp_path.iterdir()] == ["results.md"]
     assert (tmp_path / "results.md").read_text() == "old"
+
+
+def test_duplicate_ids_name_the_lines(tmp_path):
+    root = write_beir(tmp_path / "b")
+    with (root / "queries.jsonl").open("a") as out:
+        out.write(json.dumps({"_id": "q2", "text": "again"}) + "\n")
+    with pytest.raises(DataError, match=r"queries.jsonl, line 5: query id 'q2' appears more than once \(first on line 2\)"):
+        load_beir(root)
+    root = write_beir(tmp_path / "c")
+    with (root / "corpus.jsonl").open("a") as out:
+        out.write(json.dumps({"_id": "d1", "title": "x", "text": "y"}) + "\n")
+    with pytest.raises(DataError, match=r"corpus.jsonl, line 7: document id 'd1' repeats line 1"):
+        load_beir(root)
+
+
+def test_all_empty_corpus_names_the_file(tmp_path):
+    root = write_beir(tmp_path / "b", docs={"d1": ("", ""), "d2": ("", " ")}, qrels={"q1": {"d1": 1}})
+    with pytest.raises(DataError, match=r"corpus.jsonl: every one of the 2 documents is empty"):
+        load_beir(root)
+
+
+def test_a_stage_module_that_fails_to_import_shows_the_cause(tmp_path):
+    from omegaconf import OmegaConf
+
+    from cascade import ConfigError
+    from cascade.app.runner import build
+
+    (tmp_path / "brokenstage.py").write_text("from cascade.kernels.no_such_module import x\nclass S: pass\n")
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(ConfigError, match="No module named 'cascade.kernels.no_such_module'"):
+            build(OmegaConf.create({"_target_": "brokenstage.S"}), "pipeline")
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_instantiation_errors_are_kept_whole():
+    """A multi-line error from a constructor reaches the user whole, with its cause."""
+    from omegaconf import OmegaConf
+
+    from cascade import ConfigError
+    from cascade.app.runner import build
+
+    with pytest.raises(ConfigError) as info:
+        build(OmegaConf.create({"_target_": "cascade.core.fusion.Fusion", "weight_in": "x"}), "fusion")
+    text = str(info.value)
+    assert "\n" not in text and "caused by" in text and "TypeError" in text

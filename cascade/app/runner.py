@@ -72,13 +72,26 @@ def build(node: Any, what: str) -> Any:
             cause = cause.__cause__
         if isinstance(cause, CascadeError):
             raise type(cause)(f"{what}: {cause}") from None
-        message = str(err).strip().splitlines()[0]
+        message = " ".join(str(err).split())  # whole, on one line
         if "Error locating target" in message:
             raise ConfigError(
                 f"{what}: {message} - the _target_ must be an importable 'module.Class' "
                 "(e.g. cascade.stages.bm25.BM25); check the spelling and that the package is installed"
+                f"{_cause_chain(err.__cause__)}"
             ) from None
-        raise ConfigError(f"{what}: could not be built from its config: {message}") from None
+        raise ConfigError(f"{what}: could not be built from its config: {message}"
+                          f"{_cause_chain(cause if cause is not None else None)}") from None
+
+
+def _cause_chain(err: BaseException | None) -> str:
+    """`` (caused by: Type: message; ...)``: an exception's cause chain, whole, on one line."""
+    parts, seen = [], set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if not isinstance(err, InstantiationException):
+            parts.append(f"{type(err).__name__}: {' '.join(str(err).split())}")
+        err = err.__cause__ or err.__context__
+    return f" (caused by: {'; '.join(parts)})" if parts else ""
 
 
 def build_dataset(cfg: DictConfig) -> Dataset:

@@ -108,7 +108,8 @@ def read_lines(path: Path):
             yield lineno, line
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    """``(line number, object)`` of every non-blank line of a JSONL file."""
     rows = []
     for lineno, line in read_lines(path):
         if not line.strip():
@@ -127,7 +128,7 @@ def _read_jsonl(path: Path) -> list[dict]:
                 except UnicodeEncodeError:
                     raise DataError(f"{path}, line {lineno}: {key} holds an invalid character (a lone surrogate "
                                     "escape such as \\ud800); fix that line") from None
-        rows.append(row)
+        rows.append((lineno, row))
     return rows
 
 
@@ -181,7 +182,18 @@ def load_corpus(path: str | Path) -> Corpus:
     rows = _read_jsonl(Path(path))
     if not rows:
         raise DataError(f"{path} holds no documents; a corpus needs at least one")
-    return Corpus([str(r["_id"]) for r in rows], [_doc_text(r) for r in rows])
+    seen: dict[str, int] = {}
+    for lineno, row in rows:
+        doc_id = str(row["_id"])
+        if doc_id in seen:
+            raise DataError(f"{path}, line {lineno}: document id {doc_id!r} repeats line {seen[doc_id]}; "
+                            "every document needs its own id")
+        seen[doc_id] = lineno
+    texts = [_doc_text(r) for _, r in rows]
+    if not any(t.strip() for t in texts):
+        raise DataError(f"{path}: every one of the {len(texts)} documents is empty (no title or text); "
+                        "nothing can be ranked - check that its lines have 'title'/'text' fields")
+    return Corpus([str(r["_id"]) for _, r in rows], texts)
 
 
 def load_beir(path: str | Path, split: str = "test", name: str | None = None) -> Dataset:
@@ -204,12 +216,13 @@ def load_beir(path: str | Path, split: str = "test", name: str | None = None) ->
         raise DataError(f"split {split!r} has no qrels file {qrels_path}; available splits: {found or 'none'}")
     corpus = load_corpus(root / "corpus.jsonl")
     queries: dict[str, str] = {}
-    for row in _read_jsonl(root / "queries.jsonl"):
+    lines: dict[str, int] = {}
+    for lineno, row in _read_jsonl(root / "queries.jsonl"):
         qid = str(row["_id"])
         if qid in queries:
-            raise DataError(f"{root / 'queries.jsonl'}: query id {qid!r} appears more than once; "
-                            "every query needs its own id")
-        queries[qid] = str(row.get("text") or "")
+            raise DataError(f"{root / 'queries.jsonl'}, line {lineno}: query id {qid!r} appears more than once "
+                            f"(first on line {lines[qid]}); every query needs its own id")
+        queries[qid], lines[qid] = str(row.get("text") or ""), lineno
     qrels = _restrict_qrels(read_qrels_tsv(qrels_path), set(queries), corpus)
     ids = [q for q in queries if q in qrels]
     log.info("loaded %s: %d docs, %d %s queries", root.name, len(corpus), len(ids), split)

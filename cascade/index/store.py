@@ -101,7 +101,7 @@ def is_valid(path: Path) -> bool:
         check(path)
         return True
     except CorruptArtifactError as err:
-        log.warning("%s", err)
+        log.warning("%s; it will be rebuilt", str(err).split("; delete ")[0])
         return False
 
 
