@@ -45,15 +45,17 @@ def tiny_bert(folder: str | Path, seed: int = 0, hidden: int = 32) -> Path:
     return folder
 
 
-def tiny_sentence_transformer(folder: str | Path, seed: int = 0, hidden: int = 32, max_seq_length: int = 64) -> Path:
-    """A sentence-transformers folder: Transformer (tiny BERT) + mean Pooling + Normalize."""
+def tiny_sentence_transformer(folder: str | Path, seed: int = 0, hidden: int = 32, max_seq_length: int = 64,
+                              normalize: bool = True) -> Path:
+    """A sentence-transformers folder: Transformer (tiny BERT) + mean Pooling (+ Normalize unless ``normalize=False``)."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
     folder = Path(folder)
     bert = tiny_bert(folder.with_name(folder.name + "-bert"), seed, hidden)
     with quiet_transformers():
-        modules = [Transformer(str(bert), max_seq_length=max_seq_length), Pooling(hidden, "mean"), Normalize()]
+        modules = [Transformer(str(bert), max_seq_length=max_seq_length), Pooling(hidden, "mean")]
+        modules += [Normalize()] if normalize else []
         SentenceTransformer(modules=modules, device="cpu").save(str(folder))
     return folder
 

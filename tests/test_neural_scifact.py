@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from cascade import Corpus, Dataset, Fusion, evaluate, load_beir, stage_report
+from cascade import Corpus, Dataset, Fusion, Pipeline, evaluate, load_beir, stage_report
 from cascade.stages.biencoder import BiEncoder
 from cascade.stages.bm25 import BM25
 from cascade.stages.colbert import ColBERT
@@ -33,8 +33,10 @@ def test_fused_cascade_beats_bm25_with_a_per_stage_report(subset, cache):
     run = pipe.run(subset)
     rows = {row["stage"]: row for row in stage_report(run, subset.qrels)}
     assert [rows[s]["k"] for s in ("bm25", "biencoder", "colbert")] == [100, 30, 10]
-    assert rows["biencoder"]["nDCG@10"] > rows["bm25"]["nDCG@10"]
-    assert rows["colbert"]["nDCG@10"] >= rows["bm25"]["nDCG@10"]
+    # margins over the previous stage, as measured (0.8754 -> 0.9215 -> 0.9315): a stage that
+    # returns its input order unchanged fails here
+    assert rows["biencoder"]["nDCG@10"] >= rows["bm25"]["nDCG@10"] + 0.03
+    assert rows["colbert"]["nDCG@10"] >= rows["biencoder"]["nDCG@10"] + 0.005
     assert rows["colbert"]["recall_metric"] == "R@10"
     for stage in ("biencoder", "colbert"):
         assert rows[stage]["encode_ms_per_query"] >= 0 and rows[stage]["score_ms_per_query"] > 0
@@ -43,7 +45,7 @@ def test_fused_cascade_beats_bm25_with_a_per_stage_report(subset, cache):
     assert [m["shared_with"] for m in metas] == [["vectors", "tokens"]] * 2
     assert rows["colbert"]["index_s"] == pytest.approx(rows["biencoder"]["index_s"], rel=0.2)
     final = evaluate(run, subset.qrels, ["nDCG@10"])["nDCG@10"]
-    assert final == pytest.approx(rows["colbert"]["nDCG@10"]) and final >= 0.85
+    assert final == pytest.approx(rows["colbert"]["nDCG@10"]) and final >= 0.925
     assert np.isfinite(run.candidates.scores[run.candidates.mask]).all()
 
 
@@ -52,3 +54,11 @@ def test_dense_retrieval_with_minilm(subset, cache):
     run = BiEncoder(k=100, cache_dir=cache, progress=False)(subset)
     metrics = evaluate(run, subset.qrels, ["nDCG@10", "R@100"])
     assert metrics["nDCG@10"] >= 0.85 and metrics["R@100"] >= 0.95
+
+
+def test_unfused_colbert_improves_on_its_input(subset, cache):
+    """Without fusion each stage ranks by its own score; ColBERT still adds a measured margin (0.8895 -> 0.9065)."""
+    pipe = Pipeline([BM25(k=100, cache_dir=cache), BiEncoder(k=30, cache_dir=cache, progress=False),
+                     ColBERT(k=10, cache_dir=cache, progress=False)])
+    rows = {row["stage"]: row for row in stage_report(pipe.run(subset), subset.qrels)}
+    assert rows["colbert"]["nDCG@10"] >= rows["biencoder"]["nDCG@10"] + 0.01
