@@ -141,10 +141,17 @@ def test_stage_scores_match_the_naive_kernel_on_its_own_vectors(models, corpus, 
     assert list(out.doc_idx[0]) == list(cands.doc_idx[0][order])
 
 
-def test_reranker_first_needs_candidates(models, corpus, tmp_path):
-    stage = ColBERT(model=str(models["colbert_ai"]), cache_dir=tmp_path, progress=False)
-    with pytest.raises(NeedsCandidatesError, match="put a retriever before it"):
-        Pipeline([stage]).run(Batch(QUERIES, corpus))
+def test_first_stage_on_the_fp16_index_is_exhaustive_maxsim(models, corpus, tmp_path):
+    """First in a pipeline, ColBERT scores every document (search=exhaustive on the fp16 index)."""
+    stage = ColBERT(k=3, model=str(models["colbert_ai"]), cache_dir=tmp_path, progress=False)
+    out = Pipeline([stage]).run(Batch(QUERIES, corpus)).candidates
+    queries, mask = stage.encoder.encode_queries(QUERIES)
+    every = np.tile(np.arange(len(corpus)), (len(QUERIES), 1))
+    naive = maxsim_naive(queries, mask, stage._index.tokens, stage._index.offsets, every)
+    for q in range(len(QUERIES)):
+        best = np.lexsort((every[q], -naive[q].astype(np.float64)))[:3]
+        assert out.doc_idx[q].tolist() == every[q][best].tolist()
+        assert np.allclose(out.scores[q], naive[q][best], atol=1e-4)
 
 
 def test_long_documents_are_truncated_and_counted(models, corpus, tmp_path, caplog):

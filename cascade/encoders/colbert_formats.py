@@ -72,6 +72,7 @@ class ColbertAIEncoder(ProjectedEncoder):
         return {"marker": self.d_marker, "mask_punctuation": self.mask_punctuation}
 
     def _load(self) -> tuple:
+        import torch
         from transformers import AutoModel, AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(self.folder)
@@ -81,7 +82,8 @@ class ColbertAIEncoder(ProjectedEncoder):
             raise CascadeError(f"{self.folder} is not a colbert-ai checkpoint: its weights have no linear.weight")
         self.skip_ids = sorted({tok.encode(s, add_special_tokens=False)[0] for s in string.punctuation}
                                if self.mask_punctuation else set())
-        return tok, model, [(state["linear.weight"].float().to(self.device), None, lambda x: x)]
+        weight = state["linear.weight"].float().to(self.device)
+        return tok, model, [lambda hidden: torch.nn.functional.linear(hidden, weight)]
 
     def _tensorize(self, texts: list[str], max_length: int, query: bool):
         tok = self.parts[0]
@@ -271,19 +273,6 @@ class PyLateEncoder(ProjectedEncoder):
             width = layer.out_features
         self.skip_ids = sorted({tok.convert_tokens_to_ids(w) for w in self.skiplist_words})
         return tok, model, layers
-
-    def _forward(self, ids: np.ndarray, attention: np.ndarray, token_types: np.ndarray | None) -> np.ndarray:
-        import torch
-
-        _, model, layers = self.parts
-        feats = {"input_ids": torch.as_tensor(ids), "attention_mask": torch.as_tensor(attention)}
-        if token_types is not None:
-            feats["token_type_ids"] = torch.as_tensor(token_types)
-        with torch.inference_mode():
-            hidden = model(**{k: v.to(self.device) for k, v in feats.items()}).last_hidden_state
-            for layer in layers:
-                hidden = layer(hidden)
-        return hidden.float().cpu().numpy()
 
     def _tensorize(self, texts: list[str], query: bool):
         tok = self.parts[0]

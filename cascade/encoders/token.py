@@ -100,7 +100,7 @@ class ProjectedEncoder(TokenEncoder):
 
     @property
     def parts(self) -> tuple:
-        """(tokenizer, transformer, [(weight, bias, activation)...]) loaded on first use."""
+        """(tokenizer, transformer, [projection layer, ...]) loaded on first use; each layer maps hidden states."""
         if self._loaded is None:
             with quiet_transformers():
                 self._loaded = self._load()
@@ -115,8 +115,8 @@ class ProjectedEncoder(TokenEncoder):
             feats["token_type_ids"] = torch.as_tensor(token_types)
         with torch.inference_mode():
             hidden = model(**{k: v.to(self.device) for k, v in feats.items()}).last_hidden_state
-            for weight, bias, activation in layers:
-                hidden = activation(torch.nn.functional.linear(hidden, weight, bias))
+            for layer in layers:
+                hidden = layer(hidden)
         return hidden.float().cpu().numpy()
 
     def _run(self, texts: list[str], encode: Callable, keep_rows: Callable, lengths: list[int],
