@@ -28,8 +28,8 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 def candidate_lengths(offsets: np.ndarray, doc_idx: np.ndarray) -> np.ndarray:
     """Token count of every candidate (0 for padding), shape ``doc_idx.shape``."""
-    lengths = np.diff(np.asarray(offsets, dtype=np.int64))
-    return np.where(doc_idx >= 0, lengths[np.maximum(doc_idx, 0)], 0)
+    lengths = np.r_[np.diff(np.asarray(offsets, dtype=np.int64)), 0]  # doc -1 -> the trailing 0
+    return lengths[np.where(doc_idx >= 0, doc_idx, -1)]
 
 
 def _bf16_pays(device: torch.device) -> bool:
@@ -100,6 +100,8 @@ def maxsim(queries: np.ndarray, query_mask: np.ndarray, tokens: np.ndarray | Non
     if compute_dtype not in _DTYPES:
         raise ValueError(f"compute_dtype must be one of {sorted(_DTYPES)}, got {compute_dtype!r}")
     dev = torch.device(device or "cpu")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
     cdt = _DTYPES[compute_dtype]
     if cdt == torch.bfloat16 and not _bf16_pays(dev):
         logger.warning("no native bf16 on this CPU: computing MaxSim in float32")
