@@ -103,7 +103,7 @@ def test_maxsim_never_builds_a_4d_tensor(monkeypatch):
     tokens, offsets = _index(rng)
     q, mask = _queries(rng)
     maxsim(q, mask, tokens, offsets, _candidates(rng, len(q), len(offsets) - 1))
-    assert seen and max(seen) == 3
+    assert seen and max(seen) <= 3  # the kernel folds rows into (candidates, query tokens) maxima: 2-D
 
 
 def test_maxsim_with_no_candidates():

@@ -123,18 +123,23 @@ def main() -> None:
     parser.add_argument("--data", default=str(HERE.parents[2] / "shared" / "data" / "scifact"))
     parser.add_argument("--parts", default="quality,first,rerank")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--queries", type=int, default=None,
+                        help="first-stage and rerank parts on the first N queries (exhaustive search costs ~2 s/query)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ds = load_beir(args.data)
     rows: list[dict] = []
+    small = ds.subset(args.queries) if args.queries else ds
     for part in args.parts.split(","):
-        {"quality": quality, "first": first_stage, "rerank": rerank}[part](ds, rows)
+        {"quality": quality, "first": first_stage, "rerank": rerank}[part](ds if part == "quality" else small, rows)
         print(markdown(rows), flush=True)
     env = {"machine": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
            "date": time.strftime("%Y-%m-%d %H:%M"), "load_average": list(__import__("os").getloadavg())}
-    (HERE / "results.json").write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
-    (HERE / "results.md").write_text(f"Measured {env['date']}, {env['torch_threads']} torch threads, "
-                                     f"load average at the end {env['load_average']}.\n\n" + markdown(rows) + "\n")
+    env["queries"] = {"quality": len(ds.query_ids), "first stage and rerank": len(small.query_ids)}
+    stem = "results" if args.parts == "quality,first,rerank" else f"results_{args.parts.replace(',', '_')}"
+    (HERE / f"{stem}.json").write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
+    (HERE / f"{stem}.md").write_text(f"Measured {env['date']}, {env['torch_threads']} torch threads, "
+                                     f"load average at the end {env['load_average']}; queries: {env['queries']}.\n\n" + markdown(rows) + "\n")
 
 
 if __name__ == "__main__":
