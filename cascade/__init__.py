@@ -20,12 +20,29 @@ from cascade.core.data import Corpus, Dataset, load_beir, load_trec
 from cascade.core.errors import CascadeError, ConfigError, CorruptArtifactError, DataError, NeedsCandidatesError
 from cascade.core.evaluation import DEFAULT_METRICS, evaluate, per_query, stage_report
 from cascade.core.fusion import Fusion
-from cascade.core.results import Run, StageTrace, read_trec_run, write_trec_run
+from cascade.core.results import Run, StageTrace, read_run, read_trec_run, write_trec_run
+from cascade.core.sources import corpus, dataset, load_dataset
 from cascade.core.stage import Pipeline, Stage
+from cascade.core.apply import FunctionStage, apply
+from cascade.core.search import Hit, Ranking
+from cascade.core.union import UnionFusion
 
 __all__ = [
     "__version__", "Batch", "Candidates", "Corpus", "Dataset", "load_beir", "load_trec", "CascadeError",
     "ConfigError", "CorruptArtifactError", "DataError", "NeedsCandidatesError", "DEFAULT_METRICS", "evaluate",
     "per_query", "stage_report", "Fusion", "Run", "StageTrace", "read_trec_run", "write_trec_run", "Pipeline",
-    "Stage",
+    "Stage", "read_run", "corpus", "dataset", "load_dataset",
 ]
+__all__ += ["apply", "FunctionStage", "Hit", "Ranking", "UnionFusion"]
+
+# app-layer exports, imported on first use so that `import cascade` stays light (pandas, statistics)
+_LAZY = {"Experiment": "cascade.app.experiment"}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'cascade' has no attribute {name!r}")

@@ -94,6 +94,11 @@ class BM25(Stage):
             self._model = self._load_rank_bm25(path, corpus, settings)
         self._path = path
 
+    @property
+    def index_path(self) -> Path | None:
+        """The folder of the cached index this stage loaded (None before :meth:`load`)."""
+        return getattr(self, "_path", None)
+
     def index_info(self) -> dict:
         """Index size: bytes of the cached index files."""
         path = getattr(self, "_path", None)
@@ -178,6 +183,33 @@ class BM25(Stage):
                 if tokens:
                     out[row] = self._full_scores(tokens)[np.maximum(cands.doc_idx[row], 0)]
         return out
+
+    def score_texts(self, queries, docs) -> list[np.ndarray]:
+        """BM25 of each query over its own ``docs`` (term statistics of those texts), indexed in memory;
+        nothing is cached."""
+        out = []
+        for query, row in zip(queries, docs):
+            tokens = self.tokenizer([query])[0]
+            doc_tokens = self.tokenizer(row) if row else []
+            if not tokens or not any(doc_tokens):
+                out.append(np.zeros(len(row), np.float32))
+            else:
+                out.append(np.asarray(self._memory_model(doc_tokens).get_scores(tokens), np.float32))
+        return out
+
+    def _memory_model(self, doc_tokens: list[list[str]]):
+        """A backend model over tokenized texts, in memory (what :meth:`load` builds and caches for a corpus)."""
+        if self.backend == "bm25s":
+            import bm25s
+
+            model = bm25s.BM25(k1=self.k1, b=self.b, delta=self.delta, method=self.method)
+            with _quiet_bm25s():
+                model.index(doc_tokens, show_progress=False)
+            return model
+        import rank_bm25
+
+        extra = {"epsilon": self.epsilon} if self.variant == "okapi" else {"delta": self.delta}
+        return getattr(rank_bm25, RANK_BM25_VARIANTS[self.variant])(doc_tokens, k1=self.k1, b=self.b, **extra)
 
     def __repr__(self) -> str:
         return f"BM25(k={self.k}, backend={self.backend!r})"

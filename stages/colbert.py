@@ -12,6 +12,7 @@ import numpy as np
 from cascade.core.candidates import Batch, Candidates
 from cascade.core.data import Corpus
 from cascade.core.errors import ConfigError
+from cascade.core.search import flat_positions
 from cascade.core.stage import Stage, check_positive
 from cascade.core.timing import timed
 from cascade.encoders.colbert_formats import FORMATS, load_token_encoder
@@ -19,6 +20,7 @@ from cascade.encoders.models import resolve_model
 from cascade.encoders.token import TokenEncoder
 from cascade.index.store import artifact_dir
 from cascade.encoders.models import pick_device
+from cascade.index.residual_index import FORMAT_VERSION as RESIDUAL_FORMAT
 from cascade.index.residual_index import ResidualIndex, ResidualIndexArtifact, check_nbits
 from cascade.index.token_index import TokenIndex, TokenIndexArtifact
 from cascade.kernels.maxsim import DEFAULT_BLOCK_ROWS, maxsim
@@ -97,7 +99,8 @@ class ColBERT(Stage):
         if search == "plaid" and self.nbits is None:
             raise ConfigError(f"{self.name}: search=plaid needs the compressed index; set nbits=2 (or 1 or 4), "
                               "or use search=exhaustive on the fp16 index")
-        self.search = search or ("plaid" if self.nbits else "exhaustive")
+        # search_mode, not search: Stage.search(query) is the ad-hoc search method
+        self.search_mode = search or ("plaid" if self.nbits else "exhaustive")
         self.ncells = positive(ncells, "ncells", null_means="follow k as colbert-ai does")
         self.ndocs = positive(ndocs, "ndocs", null_means="follow k as colbert-ai does")
         self.centroid_score_threshold = None if centroid_score_threshold is None else float(centroid_score_threshold)
@@ -132,7 +135,7 @@ class ColBERT(Stage):
                                     enc.doc_pass(), self.chunk_size, self.progress)
         if self.nbits is None:
             return [tokens]
-        meta = {**meta, "nbits": self.nbits, "num_centroids": self.num_centroids,
+        meta = {**meta, "format_version": RESIDUAL_FORMAT, "nbits": self.nbits, "num_centroids": self.num_centroids,
                 "kmeans_niter": self.kmeans_niter, "points_per_centroid": self.points_per_centroid}
         path = artifact_dir(self.cache_dir, "colbert_residual", corpus=corpus.fingerprint, **meta)
         return [ResidualIndexArtifact(path, meta, enc.doc_pass(), self.chunk_size, self.progress, token_source=tokens)]
@@ -158,14 +161,10 @@ class ColBERT(Stage):
     def exact_scores(self, queries: np.ndarray, mask: np.ndarray, doc_idx: np.ndarray) -> np.ndarray:
         """Exact MaxSim of ``queries`` against candidates ``doc_idx`` (compressed: decoded tile by tile)."""
         index = self._index
-        gather = None
-        if self.compressed:
-            import torch
-
-            gather = lambda rows: torch.from_numpy(index.decompress_rows(rows))  # noqa: E731
+        device = pick_device(self.device) if self.device else None
+        scorer = index.scorer(self.compute_dtype, device) if self.compressed else None
         return maxsim(queries, mask, None if self.compressed else index.tokens, index.offsets, doc_idx,
-                      block_rows=self.block_rows, compute_dtype=self.compute_dtype, gather=gather,
-                      device=pick_device(self.device) if self.device else None)
+                      block_rows=self.block_rows, compute_dtype=self.compute_dtype, scorer=scorer, device=device)
 
     def rerank(self, batch: Batch) -> Batch:
         cands = batch.candidates
@@ -185,6 +184,22 @@ class ColBERT(Stage):
         with timed("score"):
             return self.exact_scores(queries, mask, batch.candidates.doc_idx)
 
+    def score_texts(self, queries, docs) -> list[np.ndarray]:
+        """Exact MaxSim of each query's ``docs`` (texts), encoded now; nothing is cached. Token vectors
+        are rounded to float16 as the token index stores them (not residual-compressed)."""
+        flat = [text for row in docs for text in row]
+        if not flat:
+            return [np.zeros(0, np.float32) for _ in docs]
+        with timed("encode"):
+            enc = self.encoder.encode_docs(flat)
+        q_vecs, q_mask = self._encode_queries(tuple(queries))
+        offsets = np.concatenate([[0], np.cumsum(enc.lengths)]).astype(np.int64)
+        with timed("score"):
+            scores = maxsim(q_vecs, q_mask, np.asarray(enc.tokens, np.float16), offsets, flat_positions(docs),
+                            block_rows=self.block_rows, compute_dtype=self.compute_dtype,
+                            device=pick_device(self.device) if self.device else None)
+        return [scores[q, :len(row)] for q, row in enumerate(docs)]
+
     def retrieve(self, batch: Batch, k: int | None) -> Candidates:
         from cascade.kernels.plaid import default_search_params, exhaustive_search, plaid_search
 
@@ -194,7 +209,7 @@ class ColBERT(Stage):
         mask = mask & ~empty[:, None]
         index = self._index
         with timed("score"):
-            if self.search == "plaid":
+            if self.search_mode == "plaid":
                 params = default_search_params(k)
                 params.update({name: value for name, value in (("ncells", self.ncells), ("ndocs", self.ndocs), (
                     "centroid_score_threshold", self.centroid_score_threshold)) if value is not None})
@@ -207,5 +222,5 @@ class ColBERT(Stage):
         return Candidates(idx, scores).topk(k)
 
     def __repr__(self) -> str:
-        extra = f", nbits={self.nbits}, search={self.search!r}" if self.nbits else ""
+        extra = f", nbits={self.nbits}, search={self.search_mode!r}" if self.nbits else ""
         return f"ColBERT(k={self.k}, model={self.model!r}, format={self.format!r}{extra})"

@@ -72,5 +72,19 @@ class CrossEncoder(Stage):
                 out[rows, cols] = np.asarray(scores, np.float32).reshape(len(pairs))
         return out
 
+    def score_texts(self, queries, docs) -> list[np.ndarray]:
+        """Raw logits of every (query, document text) pair; there is nothing to cache."""
+        import torch
+
+        pairs = [(query, text) for query, row in zip(queries, docs) for text in row]
+        flat = np.zeros(0, np.float32)
+        with timed("score"):
+            if pairs:
+                flat = np.asarray(self._load().predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
+                                                       activation_fn=torch.nn.Identity(), convert_to_numpy=True),
+                                  np.float32).reshape(len(pairs))
+        ends = np.cumsum([len(row) for row in docs])
+        return [flat[end - len(row):end] for row, end in zip(docs, ends)]
+
     def __repr__(self) -> str:
         return f"CrossEncoder(k={self.k}, model={self.model!r})"

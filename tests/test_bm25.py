@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import rank_bm25
@@ -45,10 +47,48 @@ def test_index_is_saved_and_reused(tiny_dataset, monkeypatch):
     assert not any(p.name.endswith(".pkl") for p in built[0].iterdir())
     import bm25s
 
+    index = bm25s.BM25.index
     monkeypatch.setattr(bm25s.BM25, "index", lambda *a, **k: pytest.fail("index rebuilt"))
     BM25(k=3)(tiny_dataset)
-    BM25(k=3, k1=1.2)  # another setting would need another index, built only when used
+    other = BM25(k=3, k1=1.2)  # another setting needs another index, built only when used
     assert list(root.iterdir()) == built
+    monkeypatch.setattr(bm25s.BM25, "index", index)
+    other(tiny_dataset)
+    assert len(list(root.iterdir())) == 2
+
+
+def _naive_bm25(query: list[str], docs: list[list[str]], k1: float, b: float, method: str) -> np.ndarray:
+    """BM25 written out: Lucene's idf log(1 + (N - df + .5) / (df + .5)) without the (k1 + 1)
+    factor, or ATIRE's idf log(N / df) with it."""
+    n, avgdl = len(docs), sum(map(len, docs)) / len(docs)
+    out = np.zeros(n)
+    for term in set(query):
+        df = sum(term in d for d in docs)
+        if not df:
+            continue
+        idf = math.log(1 + (n - df + 0.5) / (df + 0.5)) if method == "lucene" else math.log(n / df)
+        for i, d in enumerate(docs):
+            tf = d.count(term)
+            norm = tf + k1 * (1 - b + b * len(d) / avgdl)
+            out[i] += idf * tf / norm * (1 if method == "lucene" else k1 + 1)
+    return out
+
+
+@pytest.mark.parametrize("method", ["lucene", "atire"])
+@pytest.mark.parametrize("k1, b", [(0.9, 0.4), (2.5, 1.0), (1.2, 0.0)])
+def test_bm25s_scores_equal_the_formula_at_any_k1_and_b(tiny_dataset, k1, b, method):
+    corpus, queries = tiny_dataset.corpus, list(tiny_dataset.query_texts) + ["cat dogs fish birds mat"]
+    docs = Tokenizer()(corpus.texts)
+    everything = Candidates(np.tile(np.arange(len(corpus)), (len(queries), 1)), np.zeros((len(queries), len(corpus))))
+    out = BM25(k=None, k1=k1, b=b, method=method).rerank(Batch(queries, corpus, everything)).candidates
+    for q, tokens in enumerate(Tokenizer()(queries)):
+        want = _naive_bm25(tokens, docs, k1, b, method)
+        np.testing.assert_allclose(out.scores[q], want[out.doc_idx[q]], rtol=1e-5, atol=1e-6)
+    retrieved = BM25(k=3, k1=k1, b=b, method=method)(tiny_dataset).candidates
+    for q, tokens in enumerate(Tokenizer()(tiny_dataset.query_texts)):
+        want = _naive_bm25(tokens, docs, k1, b, method)
+        hits = [d for d in np.argsort(-want, kind="stable") if want[d] > 0][:3]
+        assert retrieved.doc_idx[q][retrieved.mask[q]].tolist() == hits
 
 
 def test_stemming_and_stopwords_configurable():
@@ -63,3 +103,32 @@ def test_bad_backend_rejected():
         BM25(backend="lucene")
     with pytest.raises(ConfigError, match="variant"):
         BM25(backend="rank_bm25", variant="okapii")
+
+
+def test_defaults_name_and_messages():
+    stage = BM25()
+    assert (stage.k, stage.backend, stage.k1, stage.b, stage.method, stage.variant, stage.delta, stage.epsilon) == \
+        (1000, "bm25s", 1.5, 0.75, "lucene", "okapi", 0.5, 0.25)
+    assert stage.name == "bm25" and BM25(name="first").name == "first"
+    with pytest.raises(ConfigError, match=r"^unknown rank_bm25 variant 'x'; use one of okapi, bm25l, bm25plus$"):
+        BM25(variant="x")
+    with pytest.raises(ConfigError, match=r"^unknown BM25 backend 'x'; use one of bm25s, rank_bm25$"):
+        BM25(backend="x")
+
+
+@pytest.mark.parametrize("backend, kind", [("bm25s", "bm25s"), ("rank_bm25", "tokens")])
+def test_each_analysis_setting_has_its_own_index_and_its_size_is_reported(tiny_dataset, tmp_path, backend, kind):
+    paths = set()
+    for settings in ({}, {"stemmer": None}, {"stopwords": None}, {"stopwords": ["cat"]}):
+        stage = BM25(k=3, backend=backend, cache_dir=tmp_path, **settings)
+        stage(tiny_dataset)
+        assert stage.index_info()["index_bytes"] > 0
+        paths.add(stage._path)
+    assert len(paths) == 4 and {p.parent.name for p in paths} == {kind}
+
+
+def test_a_run_prints_nothing(tiny_dataset, capfd):
+    BM25(k=3)(tiny_dataset)
+    BM25(k=3, backend="rank_bm25")(tiny_dataset)
+    out = capfd.readouterr()
+    assert out.out == "" and out.err == ""

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cascade import Batch, Candidates, NeedsCandidatesError, testing
+from cascade import Batch, Candidates, NeedsCandidatesError, UnionFusion, apply, testing
 from cascade.stages.biencoder import BiEncoder
 from cascade.stages.bm25 import BM25
 from cascade.stages.colbert import ColBERT
@@ -49,6 +49,10 @@ STAGE_FACTORIES = {
     "colbert-pruned": lambda: ColBERT(k=3, model=_tiny("sentence_transformer"), progress=False, nbits=2,
                                       num_centroids=8, prune_to=4),
     "cross_encoder": lambda: CrossEncoder(k=3, model=_tiny("cross_encoder")),
+    "union-rrf": lambda: (BM25(k=3) + BM25(k=3, backend="rank_bm25")) % 3,
+    "union-zscore": lambda: UnionFusion([BM25(k=3), BiEncoder(k=3, model=_tiny("sentence_transformer"),
+                                                              progress=False)], method="zscore", k=3),
+    "apply-per-query": lambda: apply(lambda q, ids, texts, scores: [len(t) for t in texts], per_query=True, k=3),
 }
 
 
@@ -145,6 +149,23 @@ def test_retrieve_contract(stage, tiny_dataset):
     for q in range(len(queries)):  # query order kept: each query alone gives the same row as in the batch
         alone = stage.rerank(Batch(queries[q:q + 1], corpus)).candidates
         assert list(alone.doc_idx[0][alone.mask[0]]) == list(out.doc_idx[q][out.mask[q]])
+
+
+def test_retrieval_cutoffs_keep_the_lower_document_of_a_tie(stage, twin_dataset):
+    """An exact retriever's top k is the first k of its full ranking at every k, so ties across
+    any cutoff keep the lower document (each twin ties with its original); PLAID is approximate
+    and only has to order its ties."""
+    if not stage.can_retrieve():
+        pytest.skip("not a retriever (test_retrieve_contract checks the refusal)")
+    corpus, queries = twin_dataset.corpus, twin_dataset.query_texts
+    full = (stage % None).rerank(Batch(queries, corpus)).candidates
+    _check_ties(full)
+    if getattr(stage, "search_mode", None) == "plaid":
+        return
+    for k in (1, 2, 3, 5):
+        cut = (stage % k).rerank(Batch(queries, corpus)).candidates
+        for q in range(len(queries)):
+            assert cut.doc_idx[q][cut.mask[q]].tolist() == full.doc_idx[q][full.mask[q]][:k].tolist(), (k, q)
 
 
 def test_empty_query(stage, tiny_dataset):

@@ -50,3 +50,26 @@ def test_a_stage_accepts_a_method_name_a_mapping_or_a_fusion(spec, tiny_dataset)
     cands = Candidates.from_lists([[0, 1, 2]], [[0.3, 0.2, 0.1]])
     out = stage.rerank(Batch(["cat mat"], tiny_dataset.corpus, cands)).candidates
     assert out.lengths[0] == 2 and np.isfinite(out.scores).all()
+
+
+def test_documented_defaults_and_edge_weights():
+    assert Fusion() == Fusion("zscore", 0.3, 0.7, 60.0)
+    scores = np.array([[3.0, 1.0, 2.0]])
+    assert normalize(scores, np.ones((1, 3), bool), "rrf").tolist() == [[1 / 61, 1 / 63, 1 / 62]]  # rrf_k = 60
+    for w_in, w_own in [(0.0, 1.0), (1.0, 0.0), (0.5, 0.5), (2.0, 3.0)]:
+        Fusion("zscore", w_in, w_own)  # valid: non-negative, not both zero
+    with pytest.raises(AttributeError):
+        Fusion().method = "rrf"  # frozen: a stage's fusion cannot change behind its cache keys
+
+
+def test_a_single_candidate_normalizes_to_zero():
+    mask = np.array([[True, False, False]])
+    for method in ("zscore", "minmax"):
+        assert normalize(np.array([[5.0, 0.0, 0.0]]), mask, method).tolist() == [[0.0, 0.0, 0.0]]
+
+
+def test_error_messages_say_what_is_allowed():
+    with pytest.raises(ConfigError, match=r"^fusion method 'sum' is unknown; use one of zscore, minmax, rrf$"):
+        Fusion("sum")
+    with pytest.raises(ConfigError, match=r"^fusion weights must be non-negative and not both zero$"):
+        Fusion("zscore", -1.0, 1.0)

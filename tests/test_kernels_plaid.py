@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from cascade.kernels.maxsim import maxsim, maxsim_naive
 from cascade.kernels.plaid import (approx_scores, build_ivf, centroid_scores, default_search_params, exhaustive_search,
-                   plaid_search, prune_candidates, residual_exact_fn)
+                   plaid_candidates, plaid_search, prune_candidates, residual_exact_fn)
 from cascade.kernels.residual import num_centroids_for, train_codec
 
 log = logging.getLogger(__name__)
@@ -252,3 +252,40 @@ def test_prune_candidates_empty_query(index):
     kept = prune_candidates(index["queries"], mask, index["codec"].centroids, index["codes"], index["offsets"],
                             cand, keep=5, centroid_score_threshold=0.5)
     assert kept[0].tolist() == [3, 5, 9, -1, -1]  # no query tokens: all tie at 0, doc order
+
+
+def test_exhaustive_search_scores_one_token_documents():
+    """A document of a single token is scored like any other (and can rank first)."""
+    rng = np.random.default_rng(5)
+    tokens = rng.standard_normal((9, 8)).astype(np.float32)
+    tokens /= np.linalg.norm(tokens, axis=1, keepdims=True)
+    offsets = np.array([0, 4, 5, 5, 9])  # lengths 4, 1, 0 (empty), 4
+    queries = np.stack([tokens[4:5].repeat(2, axis=0), tokens[0:2]])  # query 0 is document 1's only token
+    mask = np.ones((2, 2), bool)
+    idx, sc = exhaustive_search(queries, mask, tokens, offsets, k=4, tile_tokens=3)
+    ref = maxsim_naive(queries, mask, tokens, offsets, np.tile(np.arange(4), (2, 1)))
+    assert idx[0, 0] == 1 and (idx[:, 3] == -1).all()  # the empty document is never returned
+    for q in range(2):
+        np.testing.assert_allclose(sc[q, :3], ref[q, idx[q, :3]], rtol=1e-5)
+
+
+def test_residual_exact_fn_padding_stays_minus_inf(index):
+    exact = residual_exact_fn(index["codec"].decompress, index["codes"], index["residuals"], index["offsets"],
+                              maxsim)
+    doc_idx = np.array([[3, -1, 7, -1], [-1, -1, -1, -1]])
+    got = exact(index["queries"][:2], index["mask"][:2], doc_idx)
+    ref = maxsim_naive(index["queries"][:2], index["mask"][:2], index["tokens"], index["offsets"], doc_idx)
+    assert np.array_equal(np.isneginf(got), doc_idx < 0)
+    np.testing.assert_allclose(got[doc_idx >= 0], ref[doc_idx >= 0], rtol=1e-5)
+
+
+def test_cells_tied_at_the_cutoff_are_chosen_by_centroid_index():
+    """With equal centroid scores, ncells picks the lowest centroid ids (a fixed, documented order)."""
+    centroids = np.eye(4, dtype=np.float32)[[0, 1, 1, 1, 2]]  # centroids 1, 2, 3 are the same vector
+    codes = np.array([0, 1, 2, 3, 4], np.int64)
+    offsets = np.arange(6)
+    ivf = build_ivf(codes, offsets, 5)
+    query = np.array([[0.0, 1.0, 0.0, 0.0]], np.float32)  # scores 1 on centroids 1, 2, 3
+    got = plaid_candidates(query, centroids, codes, offsets, *ivf, ncells=2, centroid_score_threshold=-1.0,
+                           ndocs=10, rerank_docs=10)
+    assert sorted(got.tolist()) == [1, 2]

@@ -164,3 +164,16 @@ def test_empty_input(codecs):
         codes, res = codec.compress(np.zeros((0, 64), np.float32))
         assert codes.shape == (0,) and res.shape == (0, 64 * nbits // 8)
         assert codec.decompress(codes, res).shape == (0, 64)
+
+
+def test_codec_rejects_wrong_bucket_shapes_with_the_expected_counts():
+    centroids = np.eye(4, dtype=np.float32)
+    ok_cut, ok_w = np.zeros(3, np.float32), np.zeros(4, np.float32)
+    ResidualCodec(centroids, ok_cut, ok_w, 2, 4)
+    for cut, w in [(np.zeros(2, np.float32), ok_w), (ok_cut, np.zeros(3, np.float32))]:  # either one wrong
+        with pytest.raises(ValueError, match=r"^need 3 cutoffs and 4 weights for nbits=2$"):
+            ResidualCodec(centroids, cut, w, 2, 4)
+    codec = ResidualCodec(centroids, ok_cut, ok_w, 2, 4)
+    assert codec.bytes_per_token == 5 and isinstance(codec.bytes_per_token, int)
+    with pytest.raises(ValueError, match=r"^residuals must be \(2, 1\), got \(2, 2\)$"):
+        codec.decompress(np.zeros(2, np.int32), np.zeros((2, 2), np.uint8))

@@ -129,13 +129,16 @@ def test_dot_scores_match_numpy():
 @pytest.mark.parametrize("chunk", [7, 64, 1000])
 def test_topk_dot_is_exact_in_any_chunking(chunk):
     rng = np.random.default_rng(7)
-    docs = rng.standard_normal((300, 16)).astype(np.float32)
-    docs[10] = docs[20]  # a tie: broken by document index
-    queries = rng.standard_normal((5, 16)).astype(np.float32)
+    # small integers: exact dot products, so many documents tie, also at the cutoff of 25
+    docs = rng.integers(-2, 3, (300, 16)).astype(np.float32)
+    queries = rng.integers(-1, 2, (5, 16)).astype(np.float32)
     idx, scores = topk_dot(queries, docs, 25, chunk_size=chunk, query_block=2)
     full = queries @ docs.T
+    boundary_ties = 0
     for q in range(5):
-        order = np.lexsort((np.arange(300), -full[q].astype(np.float64)))[:25]
-        assert list(idx[q]) == list(order)
-        np.testing.assert_allclose(scores[q], full[q][order], rtol=1e-5)
+        ranked = np.lexsort((np.arange(300), -full[q].astype(np.float64)))
+        assert list(idx[q]) == list(ranked[:25])
+        np.testing.assert_array_equal(scores[q], full[q][ranked[:25]])
+        boundary_ties += int(full[q, ranked[24]] == full[q, ranked[25]])
+    assert boundary_ties == 5  # every query has a tie across the cutoff
     assert topk_dot(queries, docs, 1000)[0].shape == (5, 300)  # k larger than the corpus

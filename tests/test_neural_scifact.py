@@ -50,10 +50,16 @@ def test_fused_cascade_beats_bm25_with_a_per_stage_report(subset, cache):
 
 
 def test_dense_retrieval_with_minilm(subset, cache):
-    """Runs after the cascade test: the document vectors come from that test's shared pass."""
-    run = BiEncoder(k=100, cache_dir=cache, progress=False)(subset)
-    metrics = evaluate(run, subset.qrels, ["nDCG@10", "R@100"])
-    assert metrics["nDCG@10"] >= 0.85 and metrics["R@100"] >= 0.95
+    """Runs after the cascade test: the document vectors come from that test's shared pass.
+
+    Measured against BM25 on this subset: nDCG@10 0.9250 vs 0.8754, R@100 1.00 vs 0.95; a
+    retriever no better than BM25 fails.
+    """
+    measures = ["nDCG@10", "R@100"]
+    dense = evaluate(BiEncoder(k=100, cache_dir=cache, progress=False)(subset), subset.qrels, measures)
+    bm25 = evaluate(BM25(k=100, cache_dir=cache)(subset), subset.qrels, measures)
+    assert dense["nDCG@10"] >= bm25["nDCG@10"] + 0.03
+    assert dense["R@100"] >= bm25["R@100"] + 0.04 and dense["R@100"] == 1.0
 
 
 def test_unfused_colbert_improves_on_its_input(subset, cache):

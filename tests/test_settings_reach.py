@@ -150,6 +150,24 @@ def test_declared_no_effect_arguments_change_nothing(cls, name, other, tiny_data
     assert _same(results_a, results_b, tol=1e-5) and keys_a == keys_b
 
 
+def test_every_stage_class_is_covered():
+    """A stage class added under cascade.stages needs its CASES entry (its arguments then follow)."""
+    import importlib
+    import pkgutil
+
+    import cascade.stages
+    from cascade.core.stage import Stage
+
+    found = set()
+    for info in pkgutil.iter_modules(cascade.stages.__path__):
+        module = importlib.import_module(f"cascade.stages.{info.name}")
+        found |= {obj for obj in vars(module).values() if isinstance(obj, type) and issubclass(obj, Stage)
+                  and obj is not Stage and obj.__module__ == module.__name__}
+    assert found >= {BM25, BiEncoder, ColBERT, CrossEncoder}
+    missing = found - set(CASES)
+    assert not missing, f"add CASES entries for {sorted(c.__name__ for c in missing)}"
+
+
 def test_every_argument_is_covered():
     for cls, cases in CASES.items():
         params = set(inspect.signature(cls).parameters) - {"self"}

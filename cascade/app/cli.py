@@ -11,9 +11,10 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import cascade
+from cascade.app.baseline import normalise_args as normalise_baseline, parse_baseline
 from cascade.app.jobs import JobOutcome, run_sweep_job
 from cascade.app.runner import RunResult, run
 from cascade.app.sweep import SweepSummary
@@ -26,8 +27,11 @@ USAGE = """usage: cascade <command> [args]
 
 commands:
   run [key=value ...]     run a pipeline (Hydra overrides; -m for a sweep, --help for the config)
+  index [key=value ...]   build (or reuse) every index the configured pipeline needs, without evaluating
   report DIR              rebuild a sweep's results table and plot from DIR
+  tune DIR --budget-ms MS best config of a sweep under a ms/query budget, cross-validated, with its command
   download NAME DIR       download a BEIR dataset (e.g. scifact) into DIR/NAME
+  eval RUN QRELS [-m M..] evaluate a TREC run file against qrels (no corpus needed)
 
 options:
   --version               print cascade's version
@@ -92,8 +96,10 @@ def _report(args: list[str]) -> int:
     from cascade.app.sweep import write_report
 
     if len(args) != 1 or args[0] in ("-h", "--help"):
-        print("usage: cascade report DIR   (DIR: a sweep folder, e.g. multirun/cutoffs)")
-        return 0 if args and args[0] in ("-h", "--help") else 2
+        help_asked = bool(args) and args[0] in ("-h", "--help")
+        print("usage: cascade report DIR   (DIR: a sweep folder, e.g. multirun/cutoffs)",
+              file=sys.stdout if help_asked else sys.stderr)
+        return 0 if help_asked else 2
     summary = write_report(args[0])
     print(summary.table)
     print(f"\nresults: {summary.results} and results.csv" + (f"; plot: {summary.plot}" if summary.plot else ""))
@@ -103,9 +109,11 @@ def _report(args: list[str]) -> int:
 def _download(args: list[str]) -> int:
     from cascade.app.download import download_beir
 
-    if len(args) != 2:
-        print("usage: cascade download NAME DIR   (e.g. cascade download scifact data/)", file=sys.stderr)
-        return 2
+    if len(args) != 2 or args[0] in ("-h", "--help"):
+        help_asked = bool(args) and args[0] in ("-h", "--help")
+        print("usage: cascade download NAME DIR   (e.g. cascade download scifact data/)",
+              file=sys.stdout if help_asked else sys.stderr)
+        return 0 if help_asked else 2
     print(download_beir(args[0], args[1]))
     return 0
 
@@ -152,6 +160,7 @@ def precheck_targets(args: list[str]) -> None:
         return
     check_targets(cfg)
     check_targets(cfg, "hydra")
+    parse_baseline(OmegaConf.select(cfg, "sweep.baseline", default=None))  # a bad one fails before any job
 
 
 LAUNCHER_PLUGINS = {"joblib": ("hydra_joblib_launcher", "sweep"), "ray": ("hydra_ray_launcher", "sweep"),
@@ -175,6 +184,7 @@ def check_launcher(args: list[str]) -> None:
 
 def _run(rest: list[str]) -> int:
     """``cascade run``: Hydra around :func:`cascade.app.runner.run`; a sweep's summary comes back in a file."""
+    rest = normalise_baseline(rest)  # sweep.baseline=[pipeline=bm25] etc.: see cascade.app.baseline
     check_launcher(rest)
     precheck_targets(rest)
     folder = Path(tempfile.mkdtemp(prefix="cascade-report-"))
@@ -201,10 +211,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "run":
             return _run(rest)
+        if command == "index":
+            from cascade.app.index_cmd import main as index_main
+
+            return index_main(rest)
         if command == "report":
             return _report(rest)
+        if command == "tune":
+            from cascade.app.tune import main as tune_main
+
+            return tune_main(rest)
         if command == "download":
             return _download(rest)
+        if command == "eval":
+            from cascade.app.eval_cmd import main as eval_main
+
+            return eval_main(rest)
     except CascadeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

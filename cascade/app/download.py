@@ -38,8 +38,11 @@ def download_beir(name: str, dest: str | os.PathLike, url: str | None = None) ->
             raise DataError(
                 f"could not download {url} ({err}); fetch the zip by hand, unzip it and set dataset.path"
             ) from None
-        with zipfile.ZipFile(archive) as zipped:
-            zipped.extractall(tmp / "unzipped")
+        try:
+            with zipfile.ZipFile(archive) as zipped:
+                zipped.extractall(tmp / "unzipped")
+        except zipfile.BadZipFile as err:
+            raise DataError(f"{url} is not a readable zip ({err}); is it a BEIR dataset zip?") from None
         found = next((p.parent for p in (tmp / "unzipped").rglob("corpus.jsonl")), None)
         if found is None:
             raise DataError(f"{url} holds no corpus.jsonl; is it a BEIR dataset zip?")

@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from cascade.app.runner import INPUTS_FILE, RunResult, Summary, build_dataset, build_pipeline, inputs_fingerprint, run
+from cascade.app.runner import (INPUTS_FILE, RESULT_FILES, RunResult, Summary, build_dataset, build_pipeline,
+                                inputs_fingerprint, run)
 from cascade.core.errors import CascadeError
 from cascade.core.files import atomic_write_json
 
@@ -119,7 +120,7 @@ def run_sweep_job(cfg: DictConfig) -> JobOutcome:
         log.info("job %s already finished with this config and inputs; reusing its results", out.name)
         return done
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("metrics.json", ERROR_FILE, INPUTS_FILE):  # a rerun must not look finished until it is
+    for stale in (*RESULT_FILES, ERROR_FILE):  # a rerun leaves nothing of the old results, even if it fails
         (out / stale).unlink(missing_ok=True)
     try:
         result = run(cfg, out)

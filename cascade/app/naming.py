@@ -42,8 +42,13 @@ def split_experiment(overrides: Iterable[str]) -> tuple[str | None, list[str]]:
 
 
 def sweep_name(overrides: Sequence[str]) -> str:
-    """Folder name of a sweep: the experiment name, then the command line's other overrides."""
+    """Folder name of a sweep: the experiment name, then the command line's other overrides.
+
+    ``sweep.*`` settings (baseline, metric, test, resume) are left out: they change how the jobs
+    are reported, not what they compute, so the same jobs are found (and resumed) under any of them.
+    """
     experiment, rest = split_experiment(overrides)
+    rest = [o for o in rest if not o.partition("=")[0].lstrip("+~").startswith("sweep.")]
     return safe_name(",".join(([experiment] if experiment else []) + rest), empty="sweep")
 
 

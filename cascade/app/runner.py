@@ -111,14 +111,30 @@ def build_pipeline(cfg: DictConfig) -> Pipeline:
     return pipeline if isinstance(pipeline, Pipeline) else Pipeline([pipeline])
 
 
+def build_engine(cfg: DictConfig) -> Any:
+    """The corpus-encoding engine of ``cfg.encoding`` (None when the config has none: encode locally)."""
+    check_targets(cfg)
+    node = cfg.get("encoding")
+    return None if node is None else build(node, "encoding")
+
+
 def _digest(items: Any) -> str:
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _all_leaves(stages) -> list:
+    """Every stage with no inner stages, looking inside pipelines and unions alike."""
+    out = []
+    for stage in leaf_stages(stages):
+        inner = getattr(stage, "stages", None)
+        out.extend(_all_leaves(inner) if isinstance(inner, list) else [stage])
+    return out
 
 
 def inputs_fingerprint(dataset: Dataset, pipeline: Pipeline) -> dict:
     """What a run read, by content: corpus, queries and qrels fingerprints, each model's identity."""
     models = {}
-    for stage in leaf_stages(pipeline.stages):
+    for stage in _all_leaves(pipeline.stages):
         model = getattr(stage, "model", None)
         if isinstance(model, str):
             models[stage.name] = model_identity(model)
@@ -142,8 +158,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RunResult:
         raise ConfigError("metrics is empty; name at least one, e.g. metrics=[nDCG@10,R@100]")
     parse_metrics(metric_names)  # reject a bad metric name before any work
     pipeline = build_pipeline(cfg)
+    engine = build_engine(cfg)
     dataset = build_dataset(cfg)
-    result = pipeline.run(dataset)
+    result = pipeline.run(dataset, engine=engine)
     metrics = evaluate(result, dataset.qrels, metric_names)
     stages = stage_report(result, dataset.qrels)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from cascade.core.errors import ConfigError
 
 TESTS = ("ttest", "randomization")
+CORRECTIONS = ("holm", None)
 
 
 def paired_ttest(a: Sequence[float], b: Sequence[float]) -> float:
@@ -68,12 +69,20 @@ class Comparison:
     queries: int
     delta: float
     p_value: float
+    p_adjusted: float | None = None  # set by :func:`compare_to_baseline` when a correction is asked for
+
+
+def check_test(test: str, correction: str | None = None) -> None:
+    """A ConfigError, before any work, for an unknown test or multiple-comparison correction."""
+    if test not in TESTS:
+        raise ConfigError(f"significance test {test!r} is unknown; use one of {', '.join(TESTS)}")
+    if correction not in CORRECTIONS:
+        raise ConfigError(f"correction {correction!r} is unknown; use 'holm' or None (no correction)")
 
 
 def compare(baseline: Mapping[str, float], other: Mapping[str, float], test: str = "ttest") -> Comparison | None:
     """Paired test of ``other`` against ``baseline`` (``{query_id: score}``); None if no shared query."""
-    if test not in TESTS:
-        raise ConfigError(f"significance test {test!r} is unknown; use one of {', '.join(TESTS)}")
+    check_test(test)
     shared = sorted(set(baseline) & set(other))
     if not shared:
         return None
@@ -81,3 +90,19 @@ def compare(baseline: Mapping[str, float], other: Mapping[str, float], test: str
     b = np.array([other[q] for q in shared], float)
     p = paired_ttest(a, b) if test == "ttest" else randomization_test(a, b)
     return Comparison(len(shared), float(np.mean(b - a)), p)
+
+
+def compare_to_baseline(baseline: Mapping[str, float], others: Mapping[str, Mapping[str, float]],
+                        test: str = "ttest", correction: str | None = "holm") -> dict[str, Comparison | None]:
+    """Each of ``others`` (name -> ``{query_id: score}``) against ``baseline``, as :func:`compare`.
+
+    With ``correction="holm"`` every comparison also gets its Holm-adjusted p-value
+    (``p_adjusted``), adjusted for the number of systems compared; None where no query is shared.
+    """
+    check_test(test, correction)
+    results = {name: compare(baseline, scores, test) for name, scores in others.items()}
+    if correction == "holm":
+        adjusted = holm([r.p_value if r is not None else None for r in results.values()])
+        results = {name: replace(r, p_adjusted=p) if r is not None else None
+                   for (name, r), p in zip(results.items(), adjusted)}
+    return results

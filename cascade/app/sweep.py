@@ -19,9 +19,10 @@ import yaml
 
 from cascade.core.errors import CascadeError
 from cascade.core.files import atomic_write_text
+from cascade.app.baseline import match_baseline
 from cascade.app.naming import split_experiment
 from cascade.app.plot import plot_quality_vs_cost
-from cascade.app.significance import compare, holm
+from cascade.app.significance import compare_to_baseline
 from cascade.app.tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -124,16 +125,9 @@ def label_jobs(jobs: list[dict]) -> None:
         job["label"] = " ".join(_short(k, m[k]) for k in varying if k in m) or job["dir"]
 
 
-def find_baseline(jobs: list[dict], baseline: list[str] | str | None) -> dict | None:
-    """The finished job whose overrides include every override in ``baseline``."""
-    if not baseline:
-        return None
-    wanted = _as_dict([baseline] if isinstance(baseline, str) else [str(b) for b in baseline])
-    for job in jobs:
-        have = _as_dict(job["overrides"])
-        if job["status"] == "ok" and all(have.get(k) == v for k, v in wanted.items()):
-            return job
-    return None
+def find_baseline(jobs: list[dict], baseline: Any) -> dict | None:
+    """The finished job whose overrides satisfy ``baseline`` (spellings: :mod:`cascade.app.baseline`)."""
+    return match_baseline(jobs, baseline)
 
 
 def _significance(jobs: list[dict], base: dict | None, metric: str, test: str) -> None:
@@ -142,12 +136,12 @@ def _significance(jobs: list[dict], base: dict | None, metric: str, test: str) -
     scores = {j["dir"]: (_read_json(j["path"] / "per_query.json") or {}).get(metric) for j in jobs if j["status"] == "ok"}
     reference = scores.get(base["dir"])
     others = [j for j in jobs if j["status"] == "ok" and j is not base and scores.get(j["dir"]) and reference]
+    results = compare_to_baseline(reference or {}, {j["dir"]: scores[j["dir"]] for j in others}, test, "holm")
     for job in others:
-        result = compare(reference, scores[job["dir"]], test)
+        result = results[job["dir"]]
         if result is not None:
             job["delta"], job["p_value"], job["paired_queries"] = result.delta, result.p_value, result.queries
-    for job, adjusted in zip(others, holm([j.get("p_value") for j in others])):
-        job["p_holm"] = adjusted
+            job["p_holm"] = result.p_adjusted
 
 
 def job_row(job: dict, metric_names: list[str], stage_names: list[str], metric: str) -> dict:

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 
 import ir_measures
 
 from cascade.core.candidates import Candidates
 from cascade.core.data import Qrels
 from cascade.core.errors import ConfigError
-from cascade.core.results import Run, StageTrace
+from cascade.core.results import Run, RunDict, StageTrace, read_run
+from cascade.core.sources import qrels as as_qrels, run_dict
+
+RunLike = Run | str | os.PathLike | Mapping
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +33,32 @@ def parse_metrics(names: Iterable[str]) -> list:
     return measures
 
 
-def per_query(run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS,
+def _ranked(run: RunLike, candidates: Candidates | None) -> tuple[tuple[str, ...], RunDict]:
+    """The query ids and ``{qid: {docid: score}}`` of a Run, a TREC run file path or such a dict."""
+    if isinstance(run, Run):
+        return run.query_ids, run.to_dict(candidates)
+    if candidates is not None:
+        raise ConfigError("candidates= applies only to a Run, not to a run file or a dict")
+    ranked = read_run(run) if isinstance(run, (str, os.PathLike)) else run_dict(run)
+    return tuple(ranked), ranked
+
+
+def per_query(run: RunLike, qrels: Qrels | str | os.PathLike, metrics: Sequence[str] = DEFAULT_METRICS,
               candidates: Candidates | None = None) -> dict[str, dict[str, float]]:
-    """``{metric: {query_id: value}}`` over every judged query of the run (0 when it retrieved nothing)."""
+    """``{metric: {query_id: value}}`` over every judged query of the run (0 when it retrieved nothing).
+
+    ``run``: a :class:`Run`, a TREC run file path, or ``{qid: {docid: score}}``; ``qrels``: a dict
+    ``{qid: {docid: relevance}}`` or a qrels file (TREC or BEIR TSV). Unjudged documents count as
+    not relevant.
+    """
     measures = parse_metrics(metrics)
-    judged = [q for q in run.query_ids if q in qrels]
-    unjudged = len(run.query_ids) - len(judged)
+    qrels = as_qrels(qrels)
+    query_ids, ranked = _ranked(run, candidates)
+    judged = [q for q in query_ids if q in qrels]
+    unjudged = len(query_ids) - len(judged)
     if unjudged:
         log.warning("%d run queries have no judgments and are not evaluated", unjudged)
     scores = {str(m): {q: 0.0 for q in judged} for m in measures}
-    ranked = run.to_dict(candidates)
     run_pairs = [ir_measures.ScoredDoc(q, d, s) for q in judged for d, s in ranked.get(q, {}).items()]
     qrel_pairs = [ir_measures.Qrel(q, d, r) for q in judged for d, r in qrels[q].items()]
     for metric in ir_measures.iter_calc(measures, qrel_pairs, run_pairs):
@@ -46,9 +66,12 @@ def per_query(run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS,
     return scores
 
 
-def evaluate(run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS,
+def evaluate(run: RunLike, qrels: Qrels | str | os.PathLike, metrics: Sequence[str] = DEFAULT_METRICS,
              candidates: Candidates | None = None) -> dict[str, float]:
-    """Mean of each metric over the judged queries: ``{"nDCG@10": 0.68, ...}``."""
+    """Mean of each metric over the judged queries: ``{"nDCG@10": 0.68, ...}``.
+
+    ``run`` and ``qrels`` as for :func:`per_query`: e.g. ``evaluate("my.run", "qrels/test.tsv")``.
+    """
     table = per_query(run, qrels, metrics, candidates)
     return {name: (sum(v.values()) / len(v) if v else 0.0) for name, v in table.items()}
 

@@ -15,19 +15,37 @@ def _masked_stats(scores: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, ...
     count = np.maximum(mask.sum(axis=1, keepdims=True), 1)
     mean = filled.sum(axis=1, keepdims=True) / count
     var = (np.where(mask, scores - mean, 0.0) ** 2).sum(axis=1, keepdims=True) / count
-    lo = np.where(mask, scores, np.inf).min(axis=1, keepdims=True)
-    hi = np.where(mask, scores, -np.inf).max(axis=1, keepdims=True)
+    lo = np.where(mask, scores, np.inf).min(axis=1, keepdims=True, initial=np.inf)
+    hi = np.where(mask, scores, -np.inf).max(axis=1, keepdims=True, initial=-np.inf)
     return mean, np.sqrt(var), lo, hi
 
 
+def _shared_ranks(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """0-based rank of each entry among its row's valid entries; equal scores share the best rank.
+
+    The rank is the number of valid entries with a strictly higher score, so RRF of a row does
+    not depend on the order its candidates came in.
+    """
+    keys = np.where(mask, -scores, np.inf)
+    order = np.argsort(keys, axis=1, kind="stable")
+    ordered = np.take_along_axis(keys, order, axis=1)
+    pos = np.broadcast_to(np.arange(keys.shape[1]), keys.shape)
+    starts = np.ones(keys.shape, bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    run_start = np.maximum.accumulate(np.where(starts, pos, 0), axis=1)
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, run_start, axis=1)
+    return ranks
+
+
 def normalize(scores: np.ndarray, mask: np.ndarray, method: str, rrf_k: float = 60.0) -> np.ndarray:
-    """Normalize each row of ``scores`` over its valid entries (``mask``); padding becomes 0."""
+    """Normalize each row of ``scores`` over its valid entries (``mask``); padding becomes 0.
+
+    ``rrf``: ``1 / (rrf_k + rank)`` with rank 1 for the best score; tied scores share a rank.
+    """
     scores = scores.astype(np.float64)
     if method == "rrf":
-        order = np.argsort(np.where(mask, -scores, np.inf), axis=1, kind="stable")
-        ranks = np.empty_like(order)
-        np.put_along_axis(ranks, order, np.arange(scores.shape[1])[None, :], axis=1)
-        out = 1.0 / (rrf_k + ranks + 1)
+        out = 1.0 / (rrf_k + _shared_ranks(scores, mask) + 1)
     else:
         mean, std, lo, hi = _masked_stats(scores, mask)
         if method == "zscore":

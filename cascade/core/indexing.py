@@ -5,6 +5,8 @@ Each :class:`Artifact` says whether it is already built and gives a ``group_key`
 artifacts with equal keys are built together by one call of ``build_group`` (e.g. a
 bi-encoder's vectors and a ColBERT token index filled by the same encoder forward
 pass). The key is made by the encoder that produces the artifact, never matched by hand.
+An optional ``engine`` (e.g. :class:`cascade.index.encoding.LocalEngine` or a Ray engine) is
+handed to ``build_group`` untouched: it decides where encoder passes run, not what they make.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import logging
 import time
 from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from cascade.core.data import Corpus
@@ -32,8 +34,8 @@ class Artifact(Protocol):
     def is_built(self) -> bool:
         """Whether a finished, undamaged copy exists."""
 
-    def build_group(self, group: Sequence["Artifact"], corpus: "Corpus") -> None:
-        """Build every artifact of ``group`` (this one among them) for ``corpus``."""
+    def build_group(self, group: Sequence["Artifact"], corpus: "Corpus", engine: Any = None) -> None:
+        """Build every artifact of ``group`` (this one among them) for ``corpus``, passes run by ``engine``."""
 
 
 def plan(artifacts: Sequence[Artifact]) -> list[list[Artifact]]:
@@ -48,15 +50,19 @@ def plan(artifacts: Sequence[Artifact]) -> list[list[Artifact]]:
     return list(groups.values())
 
 
-def build_all(artifacts: Sequence[Artifact], corpus: "Corpus") -> dict[Path, float]:
+def build_all(artifacts: Sequence[Artifact], corpus: "Corpus", engine: Any = None) -> dict[Path, float]:
     """Build what :func:`plan` finds missing; return the seconds charged to each artifact's path.
 
-    A shared pass's time is split equally between the artifacts it filled.
+    A shared pass's time is split equally between the artifacts it filled. ``engine`` (None:
+    each artifact's default, encoding in this process) is passed to ``build_group``.
     """
     seconds: dict[Path, float] = {}
     for group in plan(artifacts):
         start = time.perf_counter()
-        group[0].build_group(group, corpus)
+        if engine is None:
+            group[0].build_group(group, corpus)
+        else:
+            group[0].build_group(group, corpus, engine=engine)
         share = (time.perf_counter() - start) / len(group)
         for art in group:
             seconds[art.path] = share

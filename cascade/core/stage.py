@@ -16,6 +16,7 @@ from cascade.core.errors import ConfigError, NeedsCandidatesError
 from cascade.core.fusion import Fusion
 from cascade.core.indexing import Artifact, build_all
 from cascade.core.results import Run, StageTrace
+from cascade.core.search import texts_or_batch
 from cascade.core.timing import collect, run_scope
 
 log = logging.getLogger(__name__)
@@ -88,15 +89,20 @@ class Stage:
     def is_prepared(self, corpus: Corpus) -> bool:
         return self._prepared_for == corpus.fingerprint
 
-    def prepare(self, corpus: Corpus) -> dict[str, float]:
+    def prepare(self, corpus: Corpus, engine: Any = None) -> dict[str, float]:
         """Build (or reuse) and open this stage's index for ``corpus``, once per corpus.
 
         Returns the seconds spent per stage name (empty when it was already prepared).
+        ``engine`` runs corpus encoding (None: in this process; see :mod:`cascade.index.encoding`).
         """
-        return prepare_stages([self], corpus)
+        return prepare_stages([self], corpus, engine)
 
+    @texts_or_batch
     def rerank(self, batch: Batch) -> Batch:
-        """Return ``batch`` with new candidates: sorted by score, at most ``k`` per query."""
+        """Return ``batch`` with new candidates: sorted by score, at most ``k`` per query.
+
+        ``rerank(query, docs)`` ranks a plain list of texts instead (see :meth:`rerank_texts`).
+        """
         if batch.candidates is None:
             if not self.can_retrieve():
                 self.retrieve(batch, self.k)  # raises NeedsCandidatesError before any indexing
@@ -132,6 +138,64 @@ class Stage:
     def __rrshift__(self, other: Any) -> "Pipeline":
         raise TypeError(f"can only chain stages with >>, got {type(other).__name__}: {other!r}")
 
+    def __add__(self, other: "Stage") -> "Stage":
+        """``a + b`` (or ``a | b``): both on the same input, the union of their candidates fused (RRF)."""
+        from cascade.core.union import union_of
+
+        return union_of(self, other)
+
+    __or__ = __add__
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("rerank")
+        if own is not None and not getattr(own, "texts_dispatch", False):
+            cls.rerank = texts_or_batch(own)
+
+    @staticmethod
+    def from_function(fn, per_query: bool = False, k: int | None = None, name: str | None = None,
+                      retrieves: bool = False) -> "Stage":
+        """A stage from a function; see :func:`cascade.core.apply.apply`."""
+        from cascade.core.apply import FunctionStage
+
+        return FunctionStage(fn, per_query=per_query, k=k, name=name, retrieves=retrieves)
+
+    # --- search and rerank of plain texts (cascade.core.search) -------------------------
+    def index(self, corpus: Any) -> "Stage":
+        """Bind ``corpus`` (a Corpus, list of texts, dict...) for :meth:`search`, its artifacts built or reused."""
+        from cascade.core.search import as_corpus
+
+        corpus = as_corpus(corpus)
+        self.prepare(corpus)
+        self._search_corpus = corpus
+        return self
+
+    def search(self, query: str | Sequence[str], k: int | None = 10, corpus: Any = None):
+        """The top ``k`` of the bound (or given) corpus: a :class:`~cascade.core.search.Ranking` (a list for many)."""
+        from cascade.core.search import search
+
+        if corpus is not None:
+            self.index(corpus)
+        bound = getattr(self, "_search_corpus", None)
+        if bound is None:
+            raise ConfigError(f"{self.name}: no corpus to search; call .index(corpus) first, "
+                              "or pass search(query, corpus=...)")
+        return search(self, query, k, bound)
+
+    def rerank_texts(self, query: str | Sequence[str], docs: Any, k: int | None = None):
+        """A :class:`~cascade.core.search.Ranking` of ``docs`` (texts, or dict id -> text), scored now, nothing
+        cached; a list of queries takes one list of docs each and gives a list of rankings."""
+        from cascade.core.search import rerank_texts
+
+        return rerank_texts(self, query, docs, k)
+
+    def score_texts(self, queries: Sequence[str], docs: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """One score array per query for its ``docs`` (texts), computed now, nothing cached. By default
+        :meth:`score` over an in-memory corpus (stages needing no index); indexing stages override it."""
+        from cascade.core.search import score_texts_in_memory
+
+        return score_texts_in_memory(self, queries, docs)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(k={self.k})"
 
@@ -144,16 +208,16 @@ def leaf_stages(stages: Sequence[Stage]) -> list[Stage]:
     return out
 
 
-def prepare_stages(stages: Sequence[Stage], corpus: Corpus) -> dict[str, float]:
+def prepare_stages(stages: Sequence[Stage], corpus: Corpus, engine: Any = None) -> dict[str, float]:
     """Prepare every stage not yet prepared for ``corpus`` in one planned step.
 
     Asks each stage for its artifacts, builds the missing ones (shared passes once,
     see :mod:`cascade.core.indexing`), then lets each stage load. Returns seconds per
-    stage name: its share of the builds plus its load time.
+    stage name: its share of the builds plus its load time. ``engine`` runs the encoder passes.
     """
     todo = [s for s in dict.fromkeys(leaf_stages(stages)) if not s.is_prepared(corpus)]
     needs = {id(s): list(s.artifacts(corpus)) for s in todo}
-    built = build_all([a for s in todo for a in needs[id(s)]], corpus)
+    built = build_all([a for s in todo for a in needs[id(s)]], corpus, engine)
     seconds: dict[str, float] = {}
     for stage in todo:
         start = time.perf_counter()
@@ -193,9 +257,9 @@ class Pipeline(Stage):
     def is_prepared(self, corpus: Corpus) -> bool:
         return all(s.is_prepared(corpus) for s in leaf_stages(self.stages))
 
-    def prepare(self, corpus: Corpus) -> dict[str, float]:
+    def prepare(self, corpus: Corpus, engine: Any = None) -> dict[str, float]:
         """Index every stage for ``corpus`` in one planned step (see :func:`prepare_stages`)."""
-        return prepare_stages(self.stages, corpus)
+        return prepare_stages(self.stages, corpus, engine)
 
     def rerank(self, batch: Batch) -> Batch:
         self._check_first(batch)
@@ -210,14 +274,21 @@ class Pipeline(Stage):
         if batch.candidates is None and not isinstance(first, Pipeline) and not first.can_retrieve():
             first.retrieve(batch, first.k)  # raises NeedsCandidatesError before any indexing
 
-    def run(self, data: Dataset | Batch) -> Run:
-        """Run every stage over ``data``, tracing each stage's output, wall time and index time."""
+    def run(self, data: Dataset | Batch, engine: Any = None) -> Run:
+        """Run every stage over ``data``, tracing each stage's output, wall time and index time.
+
+        ``engine`` runs the corpus encoding of missing indexes (None: in this process).
+        """
+        if not isinstance(data, (Dataset, Batch)):  # a BEIR folder or "irds:<id>"; else a DataError saying what to do
+            from cascade.core.sources import load_dataset
+
+            data = load_dataset(data)
         if isinstance(data, Dataset):
             batch = Batch(data.query_texts, data.corpus, None, data.query_ids)
         else:
             batch = data
         self._check_first(batch)
-        index_s = self.prepare(batch.corpus)  # 0 s for stages already indexed earlier
+        index_s = self.prepare(batch.corpus, engine)  # 0 s for stages already indexed earlier
         trace = []
         with run_scope():
             for stage in self.stages:
@@ -250,4 +321,6 @@ def _without_fusion(stage: Stage) -> Stage:
         return Pipeline(stage.stages, stage.k, stage.name, fusion=False)
     clone = copy.copy(stage)
     clone.fusion = None
+    if isinstance(getattr(stage, "stages", None), list):  # a union: its sides lose their fusion too
+        clone.stages = [_without_fusion(s) for s in stage.stages]
     return clone

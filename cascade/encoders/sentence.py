@@ -9,6 +9,7 @@ cache), queries through a memo that lasts one pipeline run.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
+from cascade.core.errors import CascadeError
 from cascade.core.timing import run_memo
 from cascade.encoders.models import load_model, model_identity, pick_device, resolve_model
 
@@ -51,10 +53,13 @@ class DocPass:
     ``key`` is made by the encoder from everything that changes the pass's output (model
     content, max length, prefix...): two stages whose encoders return equal keys get
     their artifacts from one shared pass. ``encode(texts, on_batch)`` runs it.
+    ``recipe`` (picklable) rebuilds the pass in another process: ``recipe(device)`` loads the
+    model there once and returns an ``encode`` function (Ray workers); None: this process only.
     """
 
     key: Hashable
     encode: Callable[[list[str], Callable[[int], None] | None], "Encoded"] = field(compare=False, repr=False)
+    recipe: Callable[[str], Callable[..., "Encoded"]] | None = field(default=None, compare=False, repr=False)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -121,9 +126,11 @@ class SentenceEncoder:
 
     def doc_pass(self, max_length: int, prefix: str = "", batch_size: int = 32) -> DocPass:
         """The document pass (pooled and token vectors) at these settings; see :class:`DocPass`."""
-        key = ("sentence", tuple(sorted(self.identity().items())), int(max_length), prefix)
+        identity = tuple(sorted(self.identity().items()))
+        key = ("sentence", identity, int(max_length), prefix)
+        recipe = functools.partial(sentence_pass, self.name, identity, int(max_length), prefix, int(batch_size))
         return DocPass(key, lambda texts, on_batch=None: self.encode(texts, max_length, prefix, batch_size,
-                                                                      on_batch=on_batch))
+                                                                      on_batch=on_batch), recipe)
 
     @property
     def default_max_length(self) -> int:
@@ -181,6 +188,21 @@ class SentenceEncoder:
         counts = np.array([len(t) for t in per_text], np.int64)
         tokens = np.concatenate(per_text) if len(texts) else np.zeros((0, 0), np.float32)
         return Encoded(pooled, tokens, counts, truncated)
+
+
+def sentence_pass(name: str, identity: tuple, max_length: int, prefix: str, batch_size: int,
+                  device: str) -> Callable[..., Encoded]:
+    """:meth:`SentenceEncoder.doc_pass` rebuilt in another process on ``device`` (model loaded now, once).
+
+    The model found there must have the content the pass's key names, else nothing is encoded.
+    """
+    encoder = SentenceEncoder(name, device)
+    if tuple(sorted(encoder.identity().items())) != tuple(identity):
+        raise CascadeError(f"the model {name!r} on this worker is not the one the corpus pass was planned with "
+                           f"(identity {dict(encoder.identity())} here, {dict(identity)} there); give every "
+                           "machine the same model files at the same path (or the same hub revision)")
+    encoder.model  # noqa: B018 - load the weights once, before the first chunk
+    return lambda texts, on_batch=None: encoder.encode(texts, max_length, prefix, batch_size, on_batch=on_batch)
 
 
 _REGISTRY: dict[tuple[str, str], SentenceEncoder] = {}

@@ -10,6 +10,7 @@ checkpoint formats (a transformer followed by linear projections), see
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Callable, Sequence
@@ -98,6 +99,12 @@ class ProjectedEncoder(TokenEncoder):
     def _load(self) -> tuple:
         raise NotImplementedError
 
+    def doc_pass(self) -> DocPass:
+        """As :meth:`TokenEncoder.doc_pass`, with a recipe that rebuilds this encoder in another process."""
+        recipe = functools.partial(projected_pass, type(self), str(self.folder), self.settings(),
+                                   self.query_max_length, self.doc_max_length, self.batch_size)
+        return DocPass(super().doc_pass().key, self.encode_docs, recipe)
+
     @property
     def parts(self) -> tuple:
         """(tokenizer, transformer, [projection layer, ...]) loaded on first use; each layer maps hidden states."""
@@ -140,3 +147,15 @@ class ProjectedEncoder(TokenEncoder):
 
     def _doc_settings(self) -> dict:
         return {}
+
+
+def projected_pass(cls: type, folder: str, settings: dict, query_max_length, doc_max_length, batch_size: int,
+                   device: str) -> Callable[..., Encoded]:
+    """:meth:`ProjectedEncoder.doc_pass` rebuilt in another process on ``device`` (model loaded now, once)."""
+    encoder = cls(Path(folder), device, query_max_length, doc_max_length, batch_size)
+    if encoder.settings() != settings:
+        raise CascadeError(f"the checkpoint {folder} on this worker is not the one the corpus pass was planned "
+                           "with (its files or settings differ); give every machine the same checkpoint files "
+                           "at the same path")
+    encoder.parts  # noqa: B018 - load the weights once, before the first chunk
+    return encoder.encode_docs

@@ -11,6 +11,10 @@ Documents are encoded in fixed chunks; each finished chunk is saved at once unde
 A killed build restarted with the same settings skips the chunks already saved, so the
 finished artifact equals one built in a single go. Builds hold the artifacts' locks
 (:func:`cascade.index.store.locked`): a second process waits, then reuses the result.
+
+Who runs the encoder is the *engine*'s business (:class:`EncodingEngine`): :class:`LocalEngine`
+(this process, the default) or :class:`cascade.index.ray_engine.RayEngine` (Ray workers). Either
+way this process saves each finished chunk, so the layout, resume and result are the same.
 """
 from __future__ import annotations
 
@@ -20,17 +24,55 @@ import shutil
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Protocol, Sequence
 
 from tqdm.auto import tqdm
 
 from cascade.core.data import Corpus
 from cascade.core.errors import CascadeError
 from cascade.core.files import atomic_write_json
+from cascade.encoders.models import autocast, check_precision
 from cascade.encoders.sentence import DocPass, Encoded
 from cascade.index import store
 
 log = logging.getLogger(__name__)
+
+Chunk = tuple[int, int]
+
+
+class EncodingEngine(Protocol):
+    """Runs a :class:`DocPass` over chunks of documents; see the module docstring."""
+
+    name: str
+
+    def encode_chunks(self, doc_pass: DocPass, texts: Callable[[int, int], list[str]], chunks: Sequence[Chunk],
+                      save: Callable[[int, int, Encoded], None], progress: Callable[[int], None]) -> dict:
+        """Encode ``texts(start, end)`` of every chunk and call ``save(start, end, encoded)`` in this
+        process as each one finishes (in any order); ``progress(n)`` counts documents. Returns
+        provenance entries for the artifacts' meta (engine, workers...)."""
+
+
+class LocalEngine:
+    """Encode in this process, chunk after chunk (the default engine).
+
+    ``precision``: dtype that CUDA forward passes are autocast to: ``auto`` (fp16), ``fp16``,
+    ``bf16`` or ``fp32`` (no autocast). Encoding on the CPU always runs in fp32.
+    """
+
+    name = "local"
+
+    def __init__(self, precision: str = "auto"):
+        self.precision = check_precision(precision)
+
+    def encode_chunks(self, doc_pass: DocPass, texts: Callable[[int, int], list[str]], chunks: Sequence[Chunk],
+                      save: Callable[[int, int, Encoded], None], progress: Callable[[int], None]) -> dict:
+        with autocast(self.precision):
+            for start, end in chunks:
+                save(start, end, doc_pass.encode(texts(start, end), progress))
+        return {"engine": self.name}
+
+    def __repr__(self) -> str:
+        return f"LocalEngine(precision={self.precision!r})"
 
 
 class EncodedArtifact:
@@ -49,8 +91,9 @@ class EncodedArtifact:
     def is_built(self) -> bool:
         return store.is_valid(self.path)
 
-    def build_group(self, group: Sequence["EncodedArtifact"], corpus: Corpus) -> None:
-        build_pass(group, corpus)
+    def build_group(self, group: Sequence["EncodedArtifact"], corpus: Corpus,
+                    engine: EncodingEngine | None = None) -> None:
+        build_pass(group, corpus, engine)
 
     # --- the format: implemented by each subclass ------------------------------------------
     def before_pass(self, corpus: Corpus) -> None:
@@ -115,17 +158,20 @@ def _resume_state(art: EncodedArtifact, corpus: Corpus) -> set[int]:
     return done
 
 
-def build_pass(group: Sequence[EncodedArtifact], corpus: Corpus) -> None:
-    """Build every artifact of ``group`` (all with one ``doc_pass``) in one resumable pass."""
+def build_pass(group: Sequence[EncodedArtifact], corpus: Corpus, engine: EncodingEngine | None = None) -> None:
+    """Build every artifact of ``group`` (all with one ``doc_pass``) in one resumable pass.
+
+    ``engine`` runs the encoder (default: :class:`LocalEngine`, in this process).
+    """
     with ExitStack() as stack:
         for art in sorted(group, key=lambda a: str(a.path)):
             stack.enter_context(store.locked(art.path))
         todo_arts = [a for a in group if not store.is_valid(a.path)]  # another process may have built some
         if todo_arts:
-            _encode_and_assemble(todo_arts, corpus)
+            _encode_and_assemble(todo_arts, corpus, engine or LocalEngine())
 
 
-def _encode_and_assemble(group: Sequence[EncodedArtifact], corpus: Corpus) -> None:
+def _encode_and_assemble(group: Sequence[EncodedArtifact], corpus: Corpus, engine: EncodingEngine) -> None:
     first = group[0]
     done = {id(a): _resume_state(a, corpus) for a in group}
     for art in group:
@@ -136,24 +182,30 @@ def _encode_and_assemble(group: Sequence[EncodedArtifact], corpus: Corpus) -> No
     kinds = "+".join(a.kind for a in group)
     if resumed:
         log.info("resuming %s encoding: %d of %d documents already encoded", kinds, resumed, len(corpus))
+
+    def save(s: int, e: int, enc: Encoded) -> None:
+        if len(enc.lengths) != e - s:
+            raise CascadeError(f"the {engine.name} engine returned {len(enc.lengths)} documents for chunk {s}:{e}")
+        for art in group:
+            if s not in done[id(art)]:
+                base = _chunk_base(art, s)
+                art.save_chunk(base, enc)  # arrays first, then the marker: a chunk counts once both are there
+                atomic_write_json(base.with_suffix(".chunk.json"), {"start": s, "end": e, "truncated": enc.truncated})
+
     start = time.perf_counter()
-    with tqdm(total=len(corpus), initial=resumed, desc=f"encoding corpus ({kinds})", unit="doc",
+    with tqdm(total=len(corpus), initial=resumed, desc=f"encoding corpus ({kinds}, {engine.name})", unit="doc",
               disable=not first.progress, leave=False) as bar:
-        for s, e in todo:
-            enc = first.doc_pass.encode(list(corpus.texts[s:e]), bar.update)
-            for art in group:
-                if s not in done[id(art)]:
-                    base = _chunk_base(art, s)
-                    art.save_chunk(base, enc)
-                    atomic_write_json(base.with_suffix(".chunk.json"),
-                                      {"start": s, "end": e, "truncated": enc.truncated})
+        provenance = engine.encode_chunks(first.doc_pass, lambda s, e: list(corpus.texts[s:e]), todo, save,
+                                          bar.update) if todo else {"engine": engine.name}
     seconds = time.perf_counter() - start
     encoded = len(corpus) - resumed
     rate = encoded / seconds if seconds > 0 else float("inf")
     if encoded:
-        log.info("encoded %d documents (%s) in %.1f s: %.1f docs/s", encoded, kinds, seconds, rate)
+        log.info("encoded %d documents (%s, %s engine) in %.1f s: %.1f docs/s", encoded, kinds, engine.name,
+                 seconds, rate)
     stats = {"encode_seconds": round(seconds, 3), "encoded_docs": encoded,
-             "docs_per_second": round(rate, 2) if encoded else None, "shared_with": [a.kind for a in group]}
+             "docs_per_second": round(rate, 2) if encoded else None, "shared_with": [a.kind for a in group],
+             **provenance}
     for art in group:
         bases = [_chunk_base(art, s) for s, _ in ranges]
         truncated = sum(int(json.loads(b.with_suffix(".chunk.json").read_text())["truncated"]) for b in bases)

@@ -2,7 +2,9 @@
 
 Every token is stored as its nearest centroid's id (``codes``, uint16 when there are at most
 65,536 centroids, else int32) and its residual quantized to ``nbits`` per dimension,
-bit-packed (``residuals``, uint8, dim * nbits / 8 bytes). ``ivf_docs`` / ``ivf_offsets`` list,
+bit-packed (``residuals``, uint8, dim * nbits / 8 bytes), plus ``norm_deltas`` (float16,
+``1 / ||centroid + residual|| - 1``) so that MaxSim scores tokens without decompressing them
+(:meth:`ResidualCodec.scorer`). ``ivf_docs`` / ``ivf_offsets`` list,
 for each centroid, the documents having a token assigned to it (PLAID's candidate generation).
 
 The build streams: the codec (centroids by faiss k-means, bucket cutoffs and weights) is
@@ -31,6 +33,8 @@ from cascade.kernels.residual import VALID_NBITS, ResidualCodec, num_centroids_f
 log = logging.getLogger(__name__)
 
 CODEC_FILES = ("centroids", "bucket_cutoffs", "bucket_weights")
+# Part of every compressed index's cache key: bump it when the stored files change.
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class ResidualIndex:
     codec: ResidualCodec
     codes: np.ndarray
     residuals: np.ndarray
+    norm_deltas: np.ndarray
     offsets: np.ndarray
     ivf_docs: np.ndarray
     ivf_offsets: np.ndarray
@@ -51,9 +56,19 @@ class ResidualIndex:
         return np.diff(self.offsets)
 
     def decompress_rows(self, rows: np.ndarray) -> np.ndarray:
-        """(n, dim) float32 vectors of the token rows ``rows`` (global token indices)."""
+        """(n, dim) float32 vectors of the token rows ``rows`` (global token indices): the vectors
+        MaxSim scores (centroid + residual, scaled to unit length by the stored norm delta)."""
         rows = np.asarray(rows, np.int64)
-        return self.codec.decompress(np.asarray(self.codes[rows]), np.asarray(self.residuals[rows]))
+        return self.codec.decompress(np.asarray(self.codes[rows]), np.asarray(self.residuals[rows]),
+                                     deltas=np.asarray(self.norm_deltas[rows]))
+
+    def scorer(self, compute_dtype: str = "float32", device: str | None = None):
+        """A MaxSim tile scorer over this index (``maxsim(..., scorer=...)``), decoding only residuals."""
+        import torch
+
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[compute_dtype]
+        return self.codec.scorer(self.codes, self.residuals, self.norm_deltas, dtype,
+                                 torch.device(device) if device else None)
 
     def doc(self, i: int) -> np.ndarray:
         """Decompressed token vectors of document ``i``."""
@@ -62,7 +77,7 @@ class ResidualIndex:
     def info(self) -> dict:
         """Index size: total bytes on disk, bytes per token, and the codes + residuals share alone."""
         tokens = max(len(self.codes), 1)
-        payload = self.codes.itemsize + self.residuals.shape[1]
+        payload = self.codes.itemsize + self.residuals.shape[1] + self.norm_deltas.itemsize
         return {"index_bytes": self.nbytes, "bytes_per_token": self.nbytes / tokens,
                 "payload_bytes_per_token": payload, "nbits": self.codec.nbits,
                 "num_centroids": self.codec.num_centroids}
@@ -100,7 +115,7 @@ class ResidualIndexArtifact(EncodedArtifact):
         self._codec: ResidualCodec | None = None
 
     # --- building -----------------------------------------------------------------------------
-    def build_group(self, group, corpus: Corpus) -> None:
+    def build_group(self, group, corpus: Corpus, engine=None) -> None:
         """From the cached fp16 index of the same pass when there is one (no encoding), else by a pass."""
         if all(isinstance(a, ResidualIndexArtifact) and a.token_source is not None and a.token_source.is_built()
                for a in group):
@@ -111,7 +126,7 @@ class ResidualIndexArtifact(EncodedArtifact):
                     if not store.is_valid(art.path):
                         art._derive(corpus)
             return
-        super().build_group(group, corpus)
+        super().build_group(group, corpus, engine)
 
     def _derive(self, corpus: Corpus) -> None:
         """Compress the cached fp16 token index chunk by chunk (streaming, resumable like a pass)."""
@@ -169,7 +184,7 @@ class ResidualIndexArtifact(EncodedArtifact):
         from cascade.index import store
         from cascade.kernels.residual import train_centroids
 
-        settings = {k: v for k, v in self.meta.items() if k != "nbits"}
+        settings = {k: v for k, v in self.meta.items() if k not in ("nbits", "format_version")}
         path = store.artifact_dir(self.path.parent.parent, "colbert_centroids", corpus=corpus.fingerprint,
                                   seed=self.seed, count=wanted, **settings)
 
@@ -216,6 +231,7 @@ class ResidualIndexArtifact(EncodedArtifact):
         codes, residuals = self._codec.compress(np.asarray(enc.tokens, np.float32))
         atomic_save_npy(base.with_suffix(".codes.npy"), codes.astype(self._code_dtype()))
         atomic_save_npy(base.with_suffix(".residuals.npy"), residuals)
+        atomic_save_npy(base.with_suffix(".norms.npy"), self._codec.norm_deltas(codes, residuals))
         atomic_save_npy(base.with_suffix(".lengths.npy"), np.asarray(enc.lengths, np.int64))
 
     def _code_dtype(self) -> type:
@@ -229,15 +245,17 @@ class ResidualIndexArtifact(EncodedArtifact):
         total, width = int(offsets[-1]), self._codec.dim * self.nbits // 8
         codes = np.lib.format.open_memmap(out / "codes.npy", "w+", self._code_dtype(), (total,))
         residuals = np.lib.format.open_memmap(out / "residuals.npy", "w+", np.uint8, (total, width))
+        deltas = np.lib.format.open_memmap(out / "norm_deltas.npy", "w+", np.float16, (total,))
         row = 0
         for base in bases:
             part_codes = np.load(base.with_suffix(".codes.npy"), mmap_mode="r")
             codes[row:row + len(part_codes)] = part_codes
             residuals[row:row + len(part_codes)] = np.load(base.with_suffix(".residuals.npy"), mmap_mode="r")
+            deltas[row:row + len(part_codes)] = np.load(base.with_suffix(".norms.npy"), mmap_mode="r")
             row += len(part_codes)
-        codes.flush(), residuals.flush()
+        codes.flush(), residuals.flush(), deltas.flush()
         ivf_docs, ivf_offsets = build_ivf(codes, offsets, self._codec.num_centroids)
-        del codes, residuals
+        del codes, residuals, deltas
         np.save(out / "offsets.npy", offsets)
         np.save(out / "ivf_docs.npy", ivf_docs)
         np.save(out / "ivf_offsets.npy", ivf_offsets)
@@ -253,9 +271,10 @@ class ResidualIndexArtifact(EncodedArtifact):
         codec = ResidualCodec(centroids, load("bucket_cutoffs"), load("bucket_weights"), int(meta["nbits"]),
                               centroids.shape[1])
         codes, residuals, offsets = load("codes", "r"), load("residuals", "r"), load("offsets")
-        ivf_docs, ivf_offsets = load("ivf_docs"), load("ivf_offsets")
+        deltas, ivf_docs, ivf_offsets = load("norm_deltas", "r"), load("ivf_docs"), load("ivf_offsets")
         if (len(offsets) != len(corpus) + 1 or offsets[-1] != len(codes) or len(residuals) != len(codes)
+                or len(deltas) != len(codes)
                 or len(ivf_offsets) != codec.num_centroids + 1 or ivf_offsets[-1] != len(ivf_docs)):
             raise CorruptArtifactError(f"the compressed index at {self.path} is inconsistent; delete it and rebuild")
         nbytes = sum(int(f["bytes"]) for f in meta["files"].values())
-        return ResidualIndex(codec, codes, residuals, offsets, ivf_docs, ivf_offsets, meta, nbytes)
+        return ResidualIndex(codec, codes, residuals, deltas, offsets, ivf_docs, ivf_offsets, meta, nbytes)

@@ -23,6 +23,8 @@ DEFAULT_BLOCK_ROWS = 1 << 20
 DEFAULT_TILE_ELEMENTS = 1 << 20
 
 Gather = Callable[[np.ndarray], torch.Tensor]
+# scorer(q (dim, Lv) float32) -> tile(rows) -> (len(rows), Lv) similarities of those token rows
+Scorer = Callable[[torch.Tensor], Callable[[np.ndarray], torch.Tensor]]
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -59,7 +61,7 @@ def _direct_gather(tokens: np.ndarray, tile_rows: int, device: torch.device) -> 
 def maxsim(queries: np.ndarray, query_mask: np.ndarray, tokens: np.ndarray | None, offsets: np.ndarray,
            doc_idx: np.ndarray, block_rows: int = DEFAULT_BLOCK_ROWS,
            tile_elements: int = DEFAULT_TILE_ELEMENTS, *, gather: Gather | None = None,
-           compute_dtype: str = "float32", device: str | None = None) -> np.ndarray:
+           scorer: Scorer | None = None, compute_dtype: str = "float32", device: str | None = None) -> np.ndarray:
     """Late-interaction scores ``sum_i max_j <q_i, d_j>`` of each query against its candidates.
 
     Args:
@@ -76,6 +78,11 @@ def maxsim(queries: np.ndarray, query_mask: np.ndarray, tokens: np.ndarray | Non
             rows, the array is only valid during the call) and must return a ``(len(rows), dim)``
             float tensor (any float dtype, any device; converted as needed; it may reuse
             one buffer between calls). None: rows are read from ``tokens``.
+        scorer: instead of gathering vectors, score a tile directly: called once per query
+            and block with its unmasked tokens ``(dim, Lv)`` float32 on ``device``, it returns a
+            function of the same row arrays as ``gather`` giving ``(len(rows), Lv)``
+            similarities (e.g. a compressed index scored without decompressing,
+            :meth:`cascade.kernels.residual.ResidualCodec.scorer`).
         compute_dtype: "float32", or "bfloat16" to run the matmul in bf16 (falls back to
             float32, with a warning, on CPUs without native bf16). Maxima are exact in either
             dtype; the sum over query tokens and the output are float32.
@@ -95,8 +102,8 @@ def maxsim(queries: np.ndarray, query_mask: np.ndarray, tokens: np.ndarray | Non
     doc_idx = np.asarray(doc_idx, dtype=np.int64)
     num_q, num_k = doc_idx.shape
     out = np.full((num_q, num_k), -np.inf, np.float32)
-    if tokens is None and gather is None:
-        raise ValueError("maxsim needs tokens or gather")
+    if tokens is None and gather is None and scorer is None:
+        raise ValueError("maxsim needs tokens, gather or scorer")
     if compute_dtype not in _DTYPES:
         raise ValueError(f"compute_dtype must be one of {sorted(_DTYPES)}, got {compute_dtype!r}")
     dev = torch.device(device or "cpu")
@@ -113,7 +120,7 @@ def maxsim(queries: np.ndarray, query_mask: np.ndarray, tokens: np.ndarray | Non
         return out
     dim = queries.shape[-1] if tokens is None else tokens.shape[1]
     tile_rows = max(1, tile_elements // dim)
-    if gather is None:
+    if gather is None and scorer is None:
         gather = _direct_gather(tokens, tile_rows, dev)
     lens, starts = lengths[qi, ki], offsets[doc_idx[qi, ki]]
     ends = np.cumsum(lens)
@@ -121,13 +128,14 @@ def maxsim(queries: np.ndarray, query_mask: np.ndarray, tokens: np.ndarray | Non
     while a < len(qi):  # blocks of whole candidates, at most block_rows rows (or one candidate)
         done = ends[a - 1] if a else 0
         b = max(a + 1, int(np.searchsorted(ends, done + block_rows, side="right")))
-        _maxsim_block(queries, query_mask, gather, qi[a:b], ki[a:b], starts[a:b], lens[a:b],
+        _maxsim_block(queries, query_mask, gather, scorer, qi[a:b], ki[a:b], starts[a:b], lens[a:b],
                       tile_rows, dim, cdt, dev, out)
         a = b
     return out
 
 
-def _maxsim_block(queries: np.ndarray, query_mask: np.ndarray, gather: Gather, qi: np.ndarray,
+def _maxsim_block(queries: np.ndarray, query_mask: np.ndarray, gather: Gather | None, scorer: Scorer | None,
+                  qi: np.ndarray,
                   ki: np.ndarray, starts: np.ndarray, lens: np.ndarray, tile_rows: int, dim: int,
                   cdt: torch.dtype, dev: torch.device, out: np.ndarray) -> None:
     """Score a block of live candidates (several queries' runs) into ``out`` in place."""
@@ -137,8 +145,8 @@ def _maxsim_block(queries: np.ndarray, query_mask: np.ndarray, gather: Gather, q
     seg = np.flatnonzero(np.r_[True, qi[1:] != qi[:-1], True])  # runs of one query's candidates
     slot = np.arange(len(qi)) - np.repeat(seg[:-1], np.diff(seg))  # candidate's index in its run
     owner = torch.from_numpy(np.repeat(slot, lens)).to(dev)
-    buf32 = torch.empty((tile_rows, dim), dtype=torch.float32, device=dev)
-    bufc = buf32 if cdt == torch.float32 else torch.empty((tile_rows, dim), dtype=cdt, device=dev)
+    buf32 = torch.empty((tile_rows if gather is not None else 0, dim), dtype=torch.float32, device=dev)
+    bufc = buf32 if cdt == torch.float32 else torch.empty(buf32.shape, dtype=cdt, device=dev)
     logger.debug("maxsim block: %d candidates, %d queries, %d rows", len(qi), len(seg) - 1, len(rows))
     for c0, c1 in zip(seg[:-1], seg[1:]):
         q = int(qi[c0])
@@ -146,16 +154,20 @@ def _maxsim_block(queries: np.ndarray, query_mask: np.ndarray, gather: Gather, q
         if len(qv) == 0:  # every position masked: nothing contributes
             out[q, ki[c0:c1]] = 0.0
             continue
-        q_t = torch.from_numpy(qv).to(device=dev, dtype=cdt).T  # (dim, Lv)
-        best = torch.full((c1 - c0, len(qv)), float("-inf"), dtype=cdt, device=dev)
+        q32 = torch.from_numpy(qv).to(device=dev).T  # (dim, Lv)
+        q_t, tile = q32.to(cdt), scorer(q32) if scorer is not None else None
+        best = torch.full((c1 - c0, len(qv)), float("-inf"), dtype=cdt if tile is None else torch.float32, device=dev)
         for s in range(int(first[c0]), int(ends[c1 - 1]), tile_rows):
             e = min(s + tile_rows, int(ends[c1 - 1]))
-            x = torch.as_tensor(gather(rows[s:e]))
-            if x.dtype != cdt or x.device != dev:
-                if x.dtype == torch.float16 and cdt == torch.bfloat16 and dev.type == "cpu":
-                    x = buf32[: e - s].copy_(x)  # fp16->bf16 is 6x faster through fp32 on CPU
-                x = bufc[: e - s].copy_(x)
-            sim = x @ q_t  # (rows, Lv)
+            if tile is not None:
+                sim = tile(rows[s:e])
+            else:
+                x = torch.as_tensor(gather(rows[s:e]))
+                if x.dtype != cdt or x.device != dev:
+                    if x.dtype == torch.float16 and cdt == torch.bfloat16 and dev.type == "cpu":
+                        x = buf32[: e - s].copy_(x)  # fp16->bf16 is 6x faster through fp32 on CPU
+                    x = bufc[: e - s].copy_(x)
+                sim = x @ q_t  # (rows, Lv)
             best.scatter_reduce_(0, owner[s:e, None].expand_as(sim), sim, reduce="amax")
         out[q, ki[c0:c1]] = best.to(torch.float32).sum(dim=1).cpu().numpy()
 

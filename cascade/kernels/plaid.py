@@ -146,6 +146,19 @@ def _top(doc_ids: np.ndarray, scores: np.ndarray, count: int) -> np.ndarray:
     return doc_ids[order]
 
 
+def _top_cells(scores: np.ndarray, ncells: int) -> np.ndarray:
+    """Sorted unique centroids among each query token's ``ncells`` best (ties by centroid id)."""
+    top = torch.topk(torch.from_numpy(np.ascontiguousarray(scores)), ncells + 1, dim=1)
+    values, indices = top.values.numpy(), top.indices.numpy()
+    if not (values[:, ncells - 1] == values[:, ncells]).any():  # no tie at the cutoff: topk decides
+        return np.unique(indices[:, :ncells])
+    cut = values[:, ncells - 1:ncells]
+    equal = scores == cut
+    room = ncells - (scores > cut).sum(axis=1, keepdims=True)  # tied slots left, given to the lowest ids
+    chosen = (scores > cut) | (equal & (np.cumsum(equal, axis=1) <= room))
+    return np.unique(np.nonzero(chosen)[1])
+
+
 def plaid_candidates(query: np.ndarray, centroids: np.ndarray, codes: np.ndarray, offsets: np.ndarray,
                      ivf_docs: np.ndarray, ivf_offsets: np.ndarray, ncells: int,
                      centroid_score_threshold: float, ndocs: int, rerank_docs: int) -> np.ndarray:
@@ -159,7 +172,7 @@ def plaid_candidates(query: np.ndarray, centroids: np.ndarray, codes: np.ndarray
     elif ncells == 1:
         cells = np.unique(scores.T.argmax(axis=0))
     else:
-        cells = np.unique(torch.topk(torch.from_numpy(scores.T), ncells, dim=0).indices.numpy())
+        cells = _top_cells(scores, ncells)
     docs = np.unique(ivf_docs[_ranges(ivf_offsets[cells], ivf_offsets[cells + 1] - ivf_offsets[cells])])
     docs = docs.astype(np.int64)
     keep = scores.max(axis=0) >= centroid_score_threshold

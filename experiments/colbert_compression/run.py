@@ -88,13 +88,14 @@ def rerank(ds, rows):
         cands = first.candidates.topk(depth)
         batch = Batch(ds.query_texts, ds.corpus, cands, ds.query_ids)
         for label, kw in (("fp16 index, fp32", {}), ("fp16 index, bf16", {"compute_dtype": "bfloat16"}),
-                          ("nbits=2", {"nbits": 2}), ("nbits=2, prune_to=100", {"nbits": 2, "prune_to": 100})):
+                          ("nbits=2", {"nbits": 2}), ("nbits=2, bf16", {"nbits": 2, "compute_dtype": "bfloat16"}),
+                          ("nbits=2, prune_to=100", {"nbits": 2, "prune_to": 100}),
+                          ("nbits=2, prune_to=100, bf16", {"nbits": 2, "prune_to": 100, "compute_dtype": "bfloat16"})):
             if depth == 100 and "prune_to" in kw:
                 continue
             col = ColBERT(k=10, progress=False, **kw)
             col.prepare(ds.corpus)
-            queries, mask = col.encoder.encode_queries(ds.query_texts)  # encoded outside the timing
-            col._queries = (tuple(ds.query_texts), queries, mask)
+            queries, mask = col._encode_queries(tuple(ds.query_texts))  # encoded (and cached) outside the timing
             start = time.perf_counter()
             out = col.rerank(batch)
             ms = 1000 * (time.perf_counter() - start) / len(ds.query_ids)

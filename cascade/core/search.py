@@ -1,0 +1,261 @@
+"""Ad-hoc search over a bound corpus, and reranking of plain lists of texts (the RAG use case).
+
+``stage.index(corpus)`` binds a corpus (its cached artifacts are built or reused, content-addressed);
+``stage.search("question", k=10)`` returns a :class:`Ranking`. ``stage.rerank(query, docs)`` ranks a
+plain list of texts: every stage scores those texts directly (:meth:`Stage.score_texts`), so no
+cache folder is written per list. Results carry each document's id, score, text and position.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cascade.core.candidates import PAD, Batch, Candidates
+from cascade.core.data import Corpus, Dataset
+from cascade.core.errors import DataError
+
+if TYPE_CHECKING:
+    from cascade.core.stage import Stage
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked document: ``rank`` counts from 1; ``index`` is its corpus row (search) or its
+    position in the list given to ``rerank``."""
+
+    doc_id: str
+    score: float
+    text: str
+    rank: int
+    index: int
+
+
+@dataclass(frozen=True)
+class Ranking(Sequence):
+    """The ranked hits of one query, best first; a sequence of :class:`Hit`."""
+
+    query: str
+    hits: tuple[Hit, ...]
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    def __getitem__(self, i):
+        return self.hits[i]
+
+    @property
+    def doc_ids(self) -> list[str]:
+        return [h.doc_id for h in self.hits]
+
+    @property
+    def scores(self) -> list[float]:
+        return [h.score for h in self.hits]
+
+    @property
+    def texts(self) -> list[str]:
+        return [h.text for h in self.hits]
+
+    @property
+    def indices(self) -> list[int]:
+        return [h.index for h in self.hits]
+
+    def to_list(self) -> list[dict]:
+        """One dict per hit: ``doc_id``, ``score``, ``text``, ``rank``, ``index``."""
+        return [dict(doc_id=h.doc_id, score=h.score, text=h.text, rank=h.rank, index=h.index) for h in self.hits]
+
+    def to_pandas(self):
+        """One row per hit: columns ``query``, ``rank``, ``doc_id``, ``score``, ``text``, ``index``."""
+        import pandas as pd
+
+        columns = ["query", "rank", "doc_id", "score", "text", "index"]
+        return pd.DataFrame([{"query": self.query, **row} for row in self.to_list()], columns=columns)
+
+
+def texts_or_batch(rerank_batch):
+    """Let ``rerank`` also take ``(query, docs)``: plain texts go to :meth:`Stage.rerank_texts`.
+
+    Applied to :meth:`Stage.rerank` and, through ``__init_subclass__``, to every override of it,
+    so ``rerank(batch) -> batch`` stays the one stage interface.
+    """
+    @functools.wraps(rerank_batch)
+    def rerank(self, batch, docs=None, **kwargs):
+        if isinstance(batch, Batch):
+            if docs is not None or kwargs:
+                raise TypeError(f"{self.name}.rerank(batch) takes only a Batch; rerank(query, docs, k=...) "
+                                "ranks a list of texts")
+            return rerank_batch(self, batch)
+        return self.rerank_texts(batch, docs, **kwargs)
+
+    rerank.texts_dispatch = True
+    return rerank
+
+
+def as_corpus(corpus: Any) -> Corpus:
+    """A :class:`Corpus` from a Dataset or any source :func:`cascade.core.sources.corpus` takes
+    (a Corpus, a list of texts, a dict id -> text, a DataFrame, a BEIR folder...)."""
+    from cascade.core.sources import corpus as corpus_from
+
+    return corpus.corpus if isinstance(corpus, Dataset) else corpus_from(corpus)
+
+
+def _check_texts(texts: Sequence, what: str) -> None:
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise DataError(f"{what}: item {bad} is a {type(texts[bad]).__name__}, expected a string")
+
+
+def _queries(query: Any) -> tuple[tuple[str, ...], bool]:
+    """(query texts, whether one query was given as a string)."""
+    if isinstance(query, str):
+        return (query,), True
+    if isinstance(query, Sequence) and not isinstance(query, bytes):
+        _check_texts(query, "queries")
+        return tuple(query), False
+    raise DataError(f"a query must be a string or a list of strings, got {type(query).__name__}")
+
+
+def search(stage: "Stage", query: str | Sequence[str], k: int | None, corpus: Corpus) -> Ranking | list[Ranking]:
+    """Run ``stage`` for ``query`` (one string or a list) over ``corpus``; the top ``k`` of each query."""
+    from cascade.core.stage import check_k
+
+    k = check_k(k, f"{stage.name}.search")
+    texts, single = _queries(query)
+    if not texts:
+        return []
+    batch = stage.rerank(Batch(texts, corpus))
+    cands = batch.candidates.topk(k)
+    out = [_ranking(q, row_idx, row_sc, corpus.ids, corpus.texts) for q, row_idx, row_sc in
+           zip(texts, cands.doc_idx, cands.scores)]
+    return out[0] if single else out
+
+
+def _ranking(query: str, idx: np.ndarray, scores: np.ndarray, ids: Sequence[str], texts: Sequence[str]) -> Ranking:
+    keep = idx != PAD
+    return Ranking(query, tuple(Hit(ids[i], float(s), texts[i], rank, int(i))
+                                for rank, (i, s) in enumerate(zip(idx[keep], scores[keep]), 1)))
+
+
+@dataclass(frozen=True)
+class TextLists:
+    """Queries, each with its own list of document texts and ids (what ``rerank(query, docs)`` ranks)."""
+
+    queries: tuple[str, ...]
+    texts: list[list[str]]
+    ids: list[list[str]]
+
+    @classmethod
+    def make(cls, query: Any, docs: Any) -> tuple["TextLists", bool]:
+        """From one query and a list of texts (or a dict id -> text), or a list of queries with one such list each."""
+        queries, single = _queries(query)
+        rows = [docs] if single else docs
+        if not single and (not isinstance(rows, Sequence) or isinstance(rows, (str, bytes))):
+            raise DataError("with a list of queries, give a list of document lists (one per query)")
+        if len(rows) != len(queries):
+            raise DataError(f"{len(queries)} queries but {len(rows)} document lists; give one list per query")
+        texts, ids = [], []
+        for row in rows:
+            if isinstance(row, Mapping):
+                ids.append([str(i) for i in row]), texts.append(list(row.values()))
+            elif isinstance(row, Sequence) and not isinstance(row, (str, bytes)):
+                ids.append([str(i) for i in range(len(row))]), texts.append(list(row))
+            else:
+                raise DataError(f"documents must be a list of strings or a dict of id -> text, "
+                                f"got {type(row).__name__}")
+            _check_texts(texts[-1], "documents")
+        return cls(queries, texts, ids), single
+
+    def start(self) -> Candidates:
+        """Every query's documents in their given order, as candidates (positions in each list)."""
+        width = max((len(row) for row in self.texts), default=0)
+        lengths = np.array([len(r) for r in self.texts], np.int64)
+        idx = np.where(np.arange(width)[None, :] < lengths[:, None], np.arange(width)[None, :], PAD)
+        return Candidates(idx, np.zeros(idx.shape, np.float32))
+
+    def pick(self, cands: Candidates) -> list[list[str]]:
+        """The texts of every query's candidates, in candidate order."""
+        return [[self.texts[q][d] for d in row[row != PAD]] for q, row in enumerate(cands.doc_idx)]
+
+
+def rerank_texts(stage: "Stage", query: str | Sequence[str], docs: Any, k: int | None = None
+                 ) -> Ranking | list[Ranking]:
+    """Rank ``docs`` (texts, or a dict id -> text) for ``query``; with a list of queries, one list per query.
+
+    Every stage of ``stage`` (a pipeline, a union...) ranks what the one before kept, keeping its
+    own ``k``; ``k`` here cuts the final ranking. Hits keep their position in the given list (``index``).
+    """
+    from cascade.core.stage import check_k
+
+    k = check_k(k, f"{stage.name}.rerank")
+    lists, single = TextLists.make(query, docs)
+    cands = rank_lists(stage, lists, lists.start(), fresh=True).topk(k)
+    out = [_ranking(q, row_idx, row_sc, row_ids, row_texts) for q, row_idx, row_sc, row_ids, row_texts in
+           zip(lists.queries, cands.doc_idx, cands.scores, lists.ids, lists.texts)]
+    return out[0] if single else out
+
+
+def rank_lists(stage: "Stage", lists: TextLists, cands: Candidates, fresh: bool = False) -> Candidates:
+    """``stage`` run over per-query lists of texts; ``cands.doc_idx`` are positions in each query's list.
+
+    A pipeline runs its stages in order; a stage with a ``rank_lists(lists, cands, fresh)`` method
+    (a union, a function stage) ranks itself; any other scores the texts with ``score_texts``, fuses
+    with the incoming scores (unless ``fresh``: they carry no scores yet) and keeps its ``k``.
+    """
+    from cascade.core.stage import Pipeline
+
+    if isinstance(stage, Pipeline):
+        for i, inner in enumerate(stage.stages):
+            cands = rank_lists(inner, lists, cands, fresh and i == 0)
+        return cands.topk(stage.k)
+    hook = getattr(stage, "rank_lists", None)
+    if hook is not None:
+        return hook(lists, cands, fresh)
+    if cands.doc_idx.shape[1] == 0:
+        return cands
+    rows = lists.pick(cands)
+    own = np.full(cands.doc_idx.shape, -np.inf, np.float32)
+    for q, scores in enumerate(stage.score_texts(lists.queries, rows)):
+        scores = np.asarray(scores, np.float32).reshape(-1)
+        if len(scores) != len(rows[q]):
+            raise ValueError(f"{stage.name}.score_texts gave {len(scores)} scores for {len(rows[q])} documents")
+        own[q, : len(scores)] = scores
+    if stage.fusion is not None and not fresh:
+        own = stage.fusion(cands.scores, own, cands.mask)
+    return Candidates(cands.doc_idx, own).topk(stage.k)
+
+
+def flat_positions(docs: Sequence[Sequence[str]]) -> np.ndarray:
+    """(Q, longest list) row of each query's documents in all lists put end to end; -1 pads.
+
+    What ``score_texts`` implementations use as candidates over the texts they encoded together.
+    """
+    lengths = np.array([len(row) for row in docs], np.int64)
+    width = np.arange(int(lengths.max(initial=0)))[None, :]
+    return np.where(width < lengths[:, None], (np.cumsum(lengths) - lengths)[:, None] + width, PAD)
+
+
+def score_texts_in_memory(stage: "Stage", queries: Sequence[str], docs: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    """Scores of each query's ``docs`` from ``stage.score(batch)`` over a small in-memory corpus per query.
+
+    For stages that need no corpus index; a stage that builds one implements ``score_texts`` itself.
+    """
+    from cascade.core.stage import Stage
+
+    if type(stage).load is not Stage.load:
+        raise NotImplementedError(
+            f"{stage.name} ({type(stage).__name__}) builds a corpus index, so it cannot rank a plain list of "
+            "texts; implement score_texts(queries, docs) for it, or index a corpus and use search()")
+    out = []
+    for query, row in zip(queries, docs):
+        if not row:
+            out.append(np.zeros(0, np.float32))
+            continue
+        corpus = Corpus([str(i) for i in range(len(row))], list(row))
+        if stage.artifacts(corpus):
+            raise NotImplementedError(f"{stage.name} needs cached corpus artifacts; implement score_texts for it")
+        cands = Candidates(np.arange(len(row))[None, :], np.zeros((1, len(row)), np.float32))
+        out.append(np.asarray(stage.score(Batch((query,), corpus, cands)), np.float32)[0])
+    return out
