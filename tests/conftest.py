@@ -1,7 +1,11 @@
 """Shared test fixtures: tiny datasets written in the test, the real SciFact location."""
 from __future__ import annotations
 
+import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +66,15 @@ def scifact_path() -> Path:
     if not (SCIFACT / "corpus.jsonl").is_file():
         pytest.skip(f"SciFact not found at {SCIFACT}")
     return SCIFACT
+
+
+def cascade_cli(*args: str, cwd, cache) -> subprocess.CompletedProcess:
+    """``cascade ARGS`` in a subprocess (this interpreter), with ``CASCADE_CACHE_DIR=cache``."""
+    env = {**os.environ, "CASCADE_CACHE_DIR": str(cache)}
+    return subprocess.run([sys.executable, "-m", "cascade.app.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))

@@ -4,13 +4,9 @@ Mostly in-process (fast); two small real sweeps run the `cascade` command in a s
 """
 from __future__ import annotations
 
-import csv
 import itertools
 import json
-import os
 import re
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -21,20 +17,10 @@ from hydra import compose, initialize_config_dir
 from cascade.app import cli, download
 from cascade.app.jobs import ERROR_FILE, finished, run_sweep_job
 from cascade.app.runner import RESULT_FILES
-from conftest import QRELS, QUERIES, REPO, write_beir
+from conftest import QRELS, QUERIES, REPO, read_csv, write_beir
+from conftest import cascade_cli as cascade
 
 COMMANDS = re.findall(r"^  (\w+) ", cli.USAGE.split("options:")[0], flags=re.M)
-
-
-def cascade(*args, cwd, cache):
-    env = {**os.environ, "CASCADE_CACHE_DIR": str(cache)}
-    return subprocess.run([sys.executable, "-m", "cascade.app.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-def read_csv(path: Path) -> list[dict]:
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
 
 
 # --- exit codes ------------------------------------------------------------------------------

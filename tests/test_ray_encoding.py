@@ -8,13 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,70 +25,29 @@ from cascade.index.ray_engine import RayEngine
 from cascade.index.token_index import TokenIndexArtifact
 from cascade.index.vectors import VectorsArtifact
 from conftest import write_beir
+from ray_head import RAY_ENV, free_port
+from ray_head import ray_head as start_ray_head
 
 ray = pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".[ray]"')
 
-RAY = Path(sys.executable).with_name("ray")
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 WORDS = ("cat dog bird fish river mountain protein cell gene virus bacteria climate ocean star galaxy "
          "enzyme membrane receptor insulin neuron").split()
 CHUNK = 8
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stop(head: subprocess.Popen) -> None:
-    """End the head and everything it started (its own process group), nothing else."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(head.pid, sig)
-        except ProcessLookupError:
-            return
-        for _ in range(50):
-            try:
-                os.killpg(head.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
-    """``HOST:PORT`` of a Ray head on 127.0.0.1 (2 CPUs), as the sweep launcher's test starts one."""
-    if not RAY.is_file():
-        pytest.skip(f"the ray command is not next to {sys.executable}")
-    port, address = _free_port(), None
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
-    log = tmp_path_factory.mktemp("ray_head") / "head.log"
-    env = {**os.environ, **RAY_ENV}
-    with log.open("w") as out:
-        head = subprocess.Popen(
-            [str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"127.0.0.1:{port}"
+    """``HOST:PORT`` of a Ray head on 127.0.0.1 (2 CPUs) that this process joins as a Ray driver."""
     saved = {k: os.environ.get(k) for k in RAY_ENV}
-    os.environ.update(RAY_ENV)  # this process joins the head as a Ray driver
+    os.environ.update(RAY_ENV)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            status = subprocess.run([str(RAY), "status", f"--address={address}"], env=env,
-                                    capture_output=True, text=True, timeout=60)
-            if status.returncode == 0 and "CPU" in status.stdout:
-                break
-            if head.poll() is not None or time.monotonic() > deadline:
-                pytest.skip(f"a Ray head could not start on {address} here:\n{log.read_text()[-2000:]}")
-            time.sleep(1)
-        yield address
+        with start_ray_head(tmp_path_factory.mktemp("ray_head") / "head.log") as address:
+            try:
+                yield address
+            finally:
+                if ray.is_initialized():
+                    ray.shutdown()
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        _stop(head)
-        shutil.rmtree(temp, ignore_errors=True)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -201,7 +154,7 @@ def test_a_killed_ray_encode_resumes_with_only_the_missing_chunks(ray_head, corp
 
 
 def test_joining_a_cluster_that_is_not_there_is_a_clear_error(corpus_dir, tmp_path, capsys):
-    port = _free_port()  # nobody listens there
+    port = free_port()  # nobody listens there
     code = cli_main(["index", *_overrides(corpus_dir, tmp_path / "c", "encoding=ray",
                                           f"encoding.address=127.0.0.1:{port}")])
     assert code == 2

@@ -3,78 +3,25 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
 import pytest
+
+from ray_head import RAY_ENV
+from ray_head import ray_head as start_ray_head
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install -e .[sweep]")
 pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="hydra-ray-launcher is not installed: pip install -e .[sweep]")
 
-RAY = Path(sys.executable).with_name("ray")
-# no token authentication between this test's processes (Ray >= 2.5x enables it by default)
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stop(head: subprocess.Popen) -> None:
-    """End the head and everything it started (its own process group), nothing else."""
-    try:
-        os.killpg(head.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    for _ in range(50):
-        try:
-            os.killpg(head.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    try:
-        os.killpg(head.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     """``HOST:PORT`` of a Ray head started on 127.0.0.1, with its own cache dir (not the jobs')."""
-    if not RAY.is_file():
-        pytest.skip(f"the ray command is not next to {sys.executable}")
-    port = _free_port()
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
     log = tmp_path_factory.mktemp("ray_head") / "head.log"
-    env = {**os.environ, **RAY_ENV, "CASCADE_CACHE_DIR": str(tmp_path_factory.mktemp("head_cache"))}
-    with log.open("w") as out:
-        head = subprocess.Popen(
-            [str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            status = subprocess.run([str(RAY), "status", f"--address={address}"], env=env,
-                                    capture_output=True, text=True, timeout=60)
-            if status.returncode == 0 and "CPU" in status.stdout:
-                break
-            if head.poll() is not None or time.monotonic() > deadline:
-                pytest.skip(f"a Ray head could not start on {address} here:\n{log.read_text()[-2000:]}")
-            time.sleep(1)
+    with start_ray_head(log, {"CASCADE_CACHE_DIR": str(tmp_path_factory.mktemp("head_cache"))}) as address:
         yield address
-    finally:
-        _stop(head)
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _sweep(tmp_path, tiny_beir, cache, *launcher):

@@ -1,7 +1,6 @@
 """Sweeps: aggregation, significance, the plot, resume, failures and index reuse (`cascade run -m`)."""
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import os
@@ -21,20 +20,10 @@ from cascade.core.errors import ConfigError
 from cascade.app.naming import safe_name, sweep_name
 from cascade.app.plot import pareto_front, quality_cost_figure
 from cascade.app.significance import compare, holm, paired_ttest, randomization_test
-from conftest import write_beir, REPO
+from conftest import REPO, read_csv, write_beir
+from conftest import cascade_cli as cascade
 
 CONF = REPO / "conf"
-
-
-def cascade(*args, cwd, cache):
-    env = {**os.environ, "CASCADE_CACHE_DIR": str(cache)}
-    return subprocess.run([sys.executable, "-m", "cascade.app.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-def read_csv(path: Path) -> list[dict]:
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
 
 
 def artifacts(cache: Path) -> dict[str, float]:

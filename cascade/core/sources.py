@@ -162,17 +162,23 @@ def qrels(source: Any) -> Qrels:
             raise DataError(f"qrels file {path} does not exist")
         return read_qrels_tsv(path)
     if _is_frame(source):
-        out: Qrels = {}
-        for i, (q, d, rel) in enumerate(_columns(source, ("qid", "docno", "label"), "qrels")):
-            q, d = as_id(q, f"qrels row {i}"), as_id(d, f"qrels row {i}")
-            if d in out.get(q, {}):
-                raise DataError(f"qrels row {i}: query {q!r} judges document {d!r} twice")
-            out.setdefault(q, {})[d] = _label(rel, f"qrels row {i}")
-        return out
+        return _frame_nested(source, ("qid", "docno", "label"), "qrels", "judges", _label)
     if not isinstance(source, Mapping):
         raise DataError(f"cannot read qrels from a {type(source).__name__}; give {_FORMS['qrels']}")
     return {q: {d: _label(r, f"qrels of query {q!r}, document {d!r}") for d, r in docs.items()}
             for q, docs in _nested(source, "qrels").items()}
+
+
+def _frame_nested(frame: Any, columns: tuple[str, str, str], what: str, verb: str,
+                  convert: Any) -> dict[str, dict[str, Any]]:
+    """``{qid: {docno: convert(value)}}`` from a DataFrame's three ``columns``; a pair seen twice is an error."""
+    out: dict[str, dict[str, Any]] = {}
+    for i, (q, d, value) in enumerate(_columns(frame, columns, what)):
+        q, d = as_id(q, f"{what} row {i}"), as_id(d, f"{what} row {i}")
+        if d in out.get(q, {}):
+            raise DataError(f"{what} row {i}: query {q!r} {verb} document {d!r} twice")
+        out.setdefault(q, {})[d] = convert(value, f"{what} row {i}")
+    return out
 
 
 def _nested(source: Mapping, what: str) -> dict[str, dict[str, Any]]:
@@ -208,13 +214,7 @@ def run_dict(source: Any) -> dict[str, dict[str, float]]:
                 for q, docs in _nested(source, "run").items()}
     if not _is_frame(source):
         raise DataError(f"cannot read a run from a {type(source).__name__}; give {_FORMS['run']}")
-    out: dict[str, dict[str, float]] = {}
-    for i, (q, d, s) in enumerate(_columns(source, ("qid", "docno", "score"), "run")):
-        q, d = as_id(q, f"run row {i}"), as_id(d, f"run row {i}")
-        if d in out.get(q, {}):
-            raise DataError(f"run row {i}: query {q!r} ranks document {d!r} twice")
-        out.setdefault(q, {})[d] = _score(s, f"run row {i}")
-    return out
+    return _frame_nested(source, ("qid", "docno", "score"), "run", "ranks", _score)
 
 
 def dataset(corpus: Any, queries: Any, qrels: Any = None, name: str = "dataset") -> Dataset:
