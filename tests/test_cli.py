@@ -150,7 +150,10 @@ def test_ctrl_c_exits_quietly_with_130(tiny_beir, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "cascade.app.cli", "run", "pipeline=bm25", f"dataset.path={tiny_beir}",
                              "stage.bm25._target_=sleepy.Sleepy", "allowed_targets=[sleepy]",
                              f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a terminal's Ctrl-C, even when this suite runs in the background (`cmd &`
+                            # starts with SIGINT ignored, which a child would inherit)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     line = ""
     while "loading" not in line and time.time() < deadline:
