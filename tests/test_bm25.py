@@ -132,3 +132,47 @@ def test_a_run_prints_nothing(tiny_dataset, capfd):
     BM25(k=3, backend="rank_bm25")(tiny_dataset)
     out = capfd.readouterr()
     assert out.out == "" and out.err == ""
+
+
+def test_index_info_is_empty_before_indexing_and_sized_after(tiny_dataset):
+    stage = BM25(k=3)
+    assert stage.index_info() == {}
+    stage.prepare(tiny_dataset.corpus)
+    assert stage.index_info()["index_bytes"] > 0
+
+
+@pytest.mark.parametrize("backend", ["bm25s", "rank_bm25"])
+def test_runs_report_encode_and_score_phases(tiny_dataset, backend):
+    run = (BM25(k=3, backend=backend) >> BM25(k=2, backend=backend))(tiny_dataset)
+    for trace in run.stages:
+        assert set(trace.phases) == {"encode", "score"}, trace.phases
+
+
+@pytest.mark.parametrize("backend", ["bm25s", "rank_bm25"])
+def test_k_none_retrieves_every_matching_document(tiny_dataset, backend):
+    run = BM25(k=None, backend=backend)(tiny_dataset)
+    tok = Tokenizer()
+    docs = tok(tiny_dataset.corpus.texts)
+    for q, text in enumerate(tiny_dataset.query_texts):
+        terms = set(tok([text])[0])
+        matching = {i for i, d in enumerate(docs) if terms & set(d)}
+        assert set(run.candidates.doc_idx[q][run.candidates.mask[q]].tolist()) == matching
+
+
+@pytest.mark.parametrize("backend, variant", [("bm25s", "okapi"), ("rank_bm25", "okapi"), ("rank_bm25", "bm25plus")])
+def test_rerank_of_texts_scores_like_an_index_of_those_texts(backend, variant):
+    from cascade import Corpus
+
+    docs = ["Dogs bark at night and dogs run.", "Cats purr on the mat.", "A dog is a loyal pet.",
+            "Fish swim in rivers.", "Birds sing at dawn."]
+    stage = BM25(k=None, backend=backend, variant=variant, epsilon=0.5, delta=0.7)
+    ranking = stage.rerank("barking dogs", docs)
+    indexed = BM25(k=None, backend=backend, variant=variant, epsilon=0.5, delta=0.7)
+    corpus = Corpus([str(i) for i in range(len(docs))], docs)
+    everything = Candidates(np.arange(len(docs))[None, :], np.zeros((1, len(docs))))
+    ref = indexed.rerank(Batch(("barking dogs",), corpus, everything)).candidates
+    expected = dict(zip(ref.doc_idx[0].tolist(), ref.scores[0].tolist()))
+    got = dict(zip(ranking.indices, ranking.scores))
+    assert set(got) == set(expected) and ranking.indices[0] == 0 and max(got.values()) > 0
+    for i, score in got.items():
+        assert score == pytest.approx(expected[i], rel=1e-5)

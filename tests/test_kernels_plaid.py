@@ -289,3 +289,44 @@ def test_cells_tied_at_the_cutoff_are_chosen_by_centroid_index():
     got = plaid_candidates(query, centroids, codes, offsets, *ivf, ncells=2, centroid_score_threshold=-1.0,
                            ndocs=10, rerank_docs=10)
     assert sorted(got.tolist()) == [1, 2]
+
+
+def test_cells_tied_below_a_better_cell_fill_the_remaining_slots_by_id():
+    centroids = np.eye(4, dtype=np.float32)[[0, 1, 1, 1, 2]]
+    centroids[0] = np.array([0.6, 0.8, 0, 0], np.float32)  # centroid 0 scores 0.8 < 1 on the query
+    codes, offsets = np.arange(5, dtype=np.int64), np.arange(6)
+    ivf = build_ivf(codes, offsets, 5)
+    query = np.array([[0.0, 1.0, 0.0, 0.0]], np.float32)  # 1.0 on centroids 1, 2, 3; 0.8 on 0
+    got = plaid_candidates(query, centroids, codes, offsets, *ivf, ncells=2, centroid_score_threshold=-1.0,
+                           ndocs=10, rerank_docs=10)
+    assert sorted(got.tolist()) == [1, 2]
+    query = np.array([[0.0, 0.0, 1.0, 0.0]], np.float32)  # 1.0 on centroid 4, then 0 on 0, 1, 2, 3
+    got = plaid_candidates(query, centroids, codes, offsets, *ivf, ncells=2, centroid_score_threshold=-1.0,
+                           ndocs=10, rerank_docs=10)
+    assert sorted(got.tolist()) == [0, 4]  # one slot left for the four tied cells: the lowest id
+
+
+@pytest.mark.parametrize("n", [4, 5, 6, 9])
+def test_top_keeps_the_best_count_ties_by_document(n):
+    from cascade.kernels.plaid import _top
+
+    rng = np.random.default_rng(n)
+    docs = np.sort(rng.choice(100, n, replace=False))
+    scores = rng.integers(0, 3, n).astype(np.float32)  # many ties
+    for count in range(1, n + 1):
+        expected = [d for _, d in sorted(zip(-scores, docs))][:count]
+        assert _top(docs, scores, count).tolist() == expected
+
+
+def test_prune_candidates_with_a_threshold_skips_pruned_codes(index):
+    rng = np.random.default_rng(11)
+    n = len(index["offsets"]) - 1
+    cand = rng.integers(0, n, (12, 40))
+    pruned = prune_candidates(index["queries"], index["mask"], index["codec"].centroids, index["codes"],
+                              index["offsets"], cand, keep=10, centroid_score_threshold=0.3)
+    for q in range(12):
+        docs = np.unique(cand[q])
+        scores = centroid_scores(index["queries"][q][index["mask"][q]], index["codec"].centroids)
+        approx = naive_approx(scores, index["codes"], index["offsets"], docs, keep=scores.max(axis=0) >= 0.3)
+        expected = [d for _, d in sorted(zip(-approx, docs))][:10]
+        assert pruned[q].tolist() == expected

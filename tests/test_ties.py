@@ -134,3 +134,11 @@ def test_topk_dot_orders_any_float32_scores_like_the_reference(scores, k, chunk)
     idx, sc = topk_dot(np.ones((1, 1), np.float32), docs, k, chunk_size=chunk)
     want = reference(list(range(len(scores))), [float(np.float32(s)) for s in scores], k)
     assert idx[0].tolist() == want
+
+
+@pytest.mark.parametrize("k", [1, 2, 10, 257, 4096, 4999])
+def test_top_k_indices_on_large_arrays(k):
+    """Large inputs (numpy's introselect, not the small-array selection sort) with ties at the cutoff."""
+    scores = np.random.default_rng(k).integers(0, 500, 5000).astype(np.float32)
+    expected = np.lexsort((np.arange(5000), -scores))[:k]
+    np.testing.assert_array_equal(top_k_indices(scores, k), expected)
