@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cascade import Batch, Candidates, Corpus, NeedsCandidatesError, Pipeline
+from cascade import Batch, Candidates, Corpus, Pipeline
 from cascade.index.store import is_complete
 from cascade.encoders.colbert_formats import detect_format
 from cascade.kernels.maxsim import maxsim_naive

@@ -71,6 +71,25 @@ def test_plaid_with_everything_probed_equals_exhaustive(model, tmp_path):
     assert a.lengths[3] == 0  # the empty query finds nothing
 
 
+def test_plaid_in_bfloat16_finds_what_float32_finds(model, tmp_path, monkeypatch):
+    """compute_dtype=bfloat16 runs PLAID's centroid scores in bf16 (a bf16 centroid tensor) and MaxSim in bf16."""
+    from cascade.kernels import plaid
+
+    seen = []
+    real = plaid.centroid_scores
+    monkeypatch.setattr(plaid, "centroid_scores", lambda q, c: seen.append(None if isinstance(c, np.ndarray)
+                                                                           else str(c.dtype)) or real(q, c))
+    kw = dict(k=15, ncells=16, centroid_score_threshold=-1e9, ndocs=1000)
+    a = Pipeline([stage(model, tmp_path, **kw)]).run(Batch(QUERIES, CORPUS)).candidates
+    assert seen and all(d is None for d in seen)  # float32: the numpy centroids
+    seen.clear()
+    b = Pipeline([stage(model, tmp_path, compute_dtype="bfloat16", **kw)]).run(Batch(QUERIES, CORPUS)).candidates
+    assert seen and all(str(d) == "torch.bfloat16" for d in seen)
+    for q in range(3):
+        assert len(set(a.doc_idx[q, :10]) & set(b.doc_idx[q, :10])) >= 8
+    assert np.allclose(np.sort(a.scores[:3], axis=1), np.sort(b.scores[:3], axis=1), atol=0.05)
+
+
 def test_plaid_defaults_retrieve_sorted_rows(model, tmp_path):
     out = Pipeline([stage(model, tmp_path, k=5)]).run(Batch(QUERIES, CORPUS)).candidates
     assert out.doc_idx.shape[1] <= 5 and out.lengths[0] > 0

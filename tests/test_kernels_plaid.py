@@ -147,6 +147,19 @@ def test_exhaustive_search_matches_naive(index):
         np.testing.assert_allclose(sc, ref_sc, rtol=1e-5)
 
 
+def test_exhaustive_search_with_queries_without_tokens(index):
+    """A fully masked query (first, middle or last) scores 0 everywhere; the others are unaffected."""
+    for empty in ([0], [5], [11], [0, 11]):
+        mask = index["mask"].copy()
+        mask[empty] = False
+        idx, sc = exhaustive_search(index["queries"], mask, index["tokens"], index["offsets"], 10, tile_tokens=97)
+        ref_idx, ref_sc = naive_topk(maxsim_naive(index["queries"], mask, index["tokens"], index["offsets"],
+                                                  np.broadcast_to(np.arange(300), (12, 300))), 10)
+        np.testing.assert_array_equal(idx, ref_idx)
+        np.testing.assert_allclose(sc, ref_sc, rtol=1e-5)
+        assert (sc[empty] == 0).all()
+
+
 @pytest.mark.parametrize("k", [1, 10, 50])
 @pytest.mark.parametrize("ndocs_factor,rerank", [(4, None), (1, "ndocs"), (10, None)])
 def test_unpruned_plaid_equals_exhaustive(index, k, ndocs_factor, rerank):
@@ -196,6 +209,28 @@ def test_default_params_recall_on_clustered_data():
     log.warning("recall vs exhaustive (1200 docs, %d centroids): %s", codec.num_centroids, recalls)
     print(f"\nrecall vs exhaustive (1200 docs, {codec.num_centroids} centroids): {recalls}")
     assert recalls[10] >= 0.9 and recalls[100] >= 0.85
+
+
+def test_centroid_scores_in_bfloat16_and_plaid_with_them():
+    """A bf16 centroid tensor gives float32 scores within bf16 rounding, and PLAID keeps its recall with it."""
+    import torch
+
+    tokens, offsets = make_corpus(1200, 64, 200, seed=5, min_len=20, max_len=80)
+    codec = train_codec(tokens, num_centroids_for(len(tokens)), 2, seed=0, niter=10)
+    bf16 = codec.centroids_tensor(torch.bfloat16)
+    assert bf16.dtype == torch.bfloat16 and codec.centroids_tensor(torch.bfloat16) is bf16  # converted once
+    queries, mask = make_queries(tokens, offsets, 40, 32, seed=6)
+    valid = queries[0][mask[0]]  # unit vectors (the padding holds garbage)
+    exact32, approx16 = centroid_scores(valid, codec.centroids), centroid_scores(valid, bf16)
+    assert approx16.dtype == np.float32 and approx16.shape == exact32.shape == (len(valid), codec.num_centroids)
+    np.testing.assert_allclose(approx16, exact32, atol=0.02)
+    codes, residuals = codec.compress(tokens)
+    ivf = build_ivf(codes, offsets, codec.num_centroids)
+    exact_fn = residual_exact_fn(codec.decompress, codes, residuals, offsets, maxsim)
+    ref, _ = exhaustive_search(queries, mask, codec.decompress(codes, residuals), offsets, 10)
+    idx, _ = plaid_search(queries, mask, bf16, codes, offsets, *ivf, k=10, exact_fn=exact_fn,
+                          **default_search_params(10))
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(idx.tolist(), ref.tolist())]) >= 0.9
 
 
 def test_ties_are_broken_by_doc_index():

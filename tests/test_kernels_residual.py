@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cascade.kernels.residual import (ResidualCodec, check_nbits, num_centroids_for, pack_buckets, train_codec,
-                      unpack_buckets)
+from cascade.kernels.bitpack import check_nbits, pack_buckets, unpack_buckets
+from cascade.kernels.residual import ResidualCodec, num_centroids_for, train_codec
 
 
 def clustered(n, dim, num_clusters, noise, seed=0):
@@ -177,3 +177,24 @@ def test_codec_rejects_wrong_bucket_shapes_with_the_expected_counts():
     assert codec.bytes_per_token == 5 and isinstance(codec.bytes_per_token, int)
     with pytest.raises(ValueError, match=r"^residuals must be \(2, 1\), got \(2, 2\)$"):
         codec.decompress(np.zeros(2, np.int32), np.zeros((2, 2), np.uint8))
+
+
+@pytest.mark.parametrize("nbits", [1, 2, 4])
+@given(data=st.data())
+@settings(max_examples=20, deadline=None)
+def test_compress_equals_searchsorted_then_naive_pack(nbits, data):
+    """The uint8 torch bucketing/packing in ``compress`` equals searchsorted (side=left) + bit-by-bit packing,
+    values exactly on a cutoff included, across chunk boundaries."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1)))
+    dim, n, num_c = 8 * data.draw(st.integers(1, 4)), data.draw(st.integers(1, 9)), 5
+    centroids = rng.standard_normal((num_c, dim)).astype(np.float32)
+    cutoffs = np.sort(rng.normal(0, 0.1, 2 ** nbits - 1)).astype(np.float32)
+    codec = ResidualCodec(centroids, cutoffs, np.sort(rng.normal(0, 0.1, 2 ** nbits)).astype(np.float32), nbits, dim)
+    codes = rng.integers(0, num_c, n).astype(np.int32)
+    residual = rng.normal(0, 0.1, (n, dim)).astype(np.float32)
+    residual.flat[rng.integers(0, n * dim, 3)] = rng.choice(cutoffs, 3)  # ties with the cutoffs
+    x = centroids[codes] + residual
+    expected = pack_naive(np.searchsorted(cutoffs, x - centroids[codes], side="left"), nbits)
+    got_codes, got = codec.compress(x, codes=codes, chunk=data.draw(st.integers(1, 4)))
+    np.testing.assert_array_equal(got_codes, codes)
+    np.testing.assert_array_equal(got, expected)

@@ -27,6 +27,7 @@ def test_norm_deltas_rebuild_the_unit_vectors(codecs):
     raw = codec._decode(codes, res)
     deltas = codec.norm_deltas(codes, res)
     assert deltas.dtype == np.float16 and deltas.shape == (500,)
+    np.testing.assert_allclose(deltas.astype(np.float32), 1 / np.linalg.norm(raw, axis=1) - 1, atol=1e-3)
     # (1 + delta) rescales centroid + residual to the unit vector decompress returns
     np.testing.assert_allclose(codec.decompress(codes, res, deltas=deltas), codec.decompress(codes, res),
                                atol=2e-4)
@@ -53,8 +54,9 @@ def test_scorer_maxsim_equals_decompress_then_naive(codecs, nbits, data):
     tile = data.draw(st.sampled_from([32, 64, 96, 1 << 20]))  # 1-3 rows per tile: many tiles per document
     block = data.draw(st.sampled_from([1, 5, 1 << 20]))
     expected = maxsim_naive(queries, mask, codec.decompress(codes, res, deltas=deltas), offsets, doc_idx)
+    subset = data.draw(st.sampled_from([0.0, 2.0]))  # all centroid scores, or only the ones the rows use
     got = maxsim(queries, mask, None, offsets, doc_idx, block_rows=block, tile_elements=tile,
-                 scorer=codec.scorer(codes, res, deltas))
+                 scorer=codec.scorer(codes, res, deltas, subset_fraction=subset))
     assert np.array_equal(np.isneginf(got), np.isneginf(expected))
     np.testing.assert_allclose(got[np.isfinite(got)], expected[np.isfinite(expected)], atol=1e-5)
 

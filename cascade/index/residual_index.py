@@ -28,7 +28,8 @@ from cascade.core.files import atomic_save_npy
 from cascade.encoders.sentence import DocPass, Encoded
 from cascade.index.encoding import EncodedArtifact
 from cascade.index.token_index import TokenIndexArtifact
-from cascade.kernels.residual import VALID_NBITS, ResidualCodec, num_centroids_for, train_codec
+from cascade.kernels.bitpack import VALID_NBITS
+from cascade.kernels.residual import ResidualCodec, num_centroids_for, train_codec
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,9 @@ DEFAULT_BLOCK_ROWS = 1 << 20
 DEFAULT_TILE_ELEMENTS = 1 << 20
 
 Gather = Callable[[np.ndarray], torch.Tensor]
-# scorer(q (dim, Lv) float32) -> tile(rows) -> (len(rows), Lv) similarities of those token rows
-Scorer = Callable[[torch.Tensor], Callable[[np.ndarray], torch.Tensor]]
+# scorer(q (dim, Lv) float32, all token rows the query will score) -> tile(rows) -> (len(rows), Lv)
+# similarities of those token rows
+Scorer = Callable[[torch.Tensor, np.ndarray], Callable[[np.ndarray], torch.Tensor]]
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -79,7 +80,8 @@ def maxsim(queries: np.ndarray, query_mask: np.ndarray, tokens: np.ndarray | Non
             float tensor (any float dtype, any device; converted as needed; it may reuse
             one buffer between calls). None: rows are read from ``tokens``.
         scorer: instead of gathering vectors, score a tile directly: called once per query
-            and block with its unmasked tokens ``(dim, Lv)`` float32 on ``device``, it returns a
+            and block with its unmasked tokens ``(dim, Lv)`` float32 on ``device`` and all the
+            token rows it will ask for in that block (in order), it returns a
             function of the same row arrays as ``gather`` giving ``(len(rows), Lv)``
             similarities (e.g. a compressed index scored without decompressing,
             :meth:`cascade.kernels.residual.ResidualCodec.scorer`).
@@ -155,7 +157,8 @@ def _maxsim_block(queries: np.ndarray, query_mask: np.ndarray, gather: Gather | 
             out[q, ki[c0:c1]] = 0.0
             continue
         q32 = torch.from_numpy(qv).to(device=dev).T  # (dim, Lv)
-        q_t, tile = q32.to(cdt), scorer(q32) if scorer is not None else None
+        q_rows = rows[int(first[c0]):int(ends[c1 - 1])]
+        q_t, tile = q32.to(cdt), scorer(q32, q_rows) if scorer is not None else None
         best = torch.full((c1 - c0, len(qv)), float("-inf"), dtype=cdt if tile is None else torch.float32, device=dev)
         for s in range(int(first[c0]), int(ends[c1 - 1]), tile_rows):
             e = min(s + tile_rows, int(ends[c1 - 1]))

@@ -5,10 +5,7 @@ A token vector ``x`` is stored as the id of its nearest centroid (by inner produ
 bits against ``2**nbits`` buckets, bit-packed into ``dim * nbits / 8`` bytes.
 Decompression adds the bucket weights to the centroid and renormalizes to unit length.
 
-Bit layout (as colbert-ai's ``binarize``): each dimension's bucket index contributes
-``nbits`` bits, least significant first; the resulting bit stream is packed into bytes
-most significant bit first (``np.packbits`` default), so dimension ``j`` lives in byte
-``j * nbits // 8``.
+The bit layout is colbert-ai's (see :mod:`cascade.kernels.bitpack`).
 """
 from __future__ import annotations
 
@@ -21,11 +18,15 @@ import faiss
 import numpy as np
 import torch
 
+from cascade.kernels.bitpack import bucket_bytes, byte_table, check_nbits
+
 log = logging.getLogger(__name__)
 
-VALID_NBITS = (1, 2, 4)
 # Rows converted to float32 and assigned per step: bounds memory to chunk x dim floats.
 ASSIGN_CHUNK = 1 << 16
+# The scorer computes a query's centroid scores only for the centroids its rows use when they are
+# fewer than this fraction of all centroids (else all of them, in one matmul).
+CENTROID_SUBSET_FRACTION = 0.5
 # Heldout split for the bucket statistics, as colbert-ai: 5% of the sample, at most 50k.
 HELDOUT_FRACTION, HELDOUT_MAX = 0.05, 50_000
 
@@ -42,39 +43,10 @@ def num_centroids_for(num_tokens: int) -> int:
     return int(max(1, min(count, num_tokens)))
 
 
-def check_nbits(nbits: int, dim: int) -> None:
-    """Raise ValueError unless ``nbits`` is 1, 2 or 4 and ``dim * nbits`` fills whole bytes."""
-    if nbits not in VALID_NBITS:
-        raise ValueError(f"nbits must be one of {VALID_NBITS}, got {nbits!r}")
-    if (dim * nbits) % 8:
-        raise ValueError(f"dim * nbits must be divisible by 8 to pack residuals into bytes, "
-                         f"got dim={dim}, nbits={nbits}")
-
-
 def _normalize(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm (zero rows stay zero), in place for float arrays."""
     norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
     return np.divide(x, norms, out=x, where=norms > 0)
-
-
-def _byte_table(nbits: int) -> np.ndarray:
-    """(256, 8 // nbits) uint8: the bucket indices a packed byte holds, in dimension order."""
-    bits = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1)  # MSB first = stream order
-    bits = bits.reshape(256, 8 // nbits, nbits).astype(np.uint8)
-    return (bits << np.arange(nbits, dtype=np.uint8)).sum(axis=2).astype(np.uint8)
-
-
-def pack_buckets(buckets: np.ndarray, nbits: int) -> np.ndarray:
-    """(n, dim) bucket indices in ``[0, 2**nbits)`` -> (n, dim * nbits / 8) packed uint8."""
-    n, dim = buckets.shape
-    check_nbits(nbits, dim)
-    bits = (buckets.astype(np.uint8)[:, :, None] >> np.arange(nbits, dtype=np.uint8)) & 1
-    return np.packbits(bits.reshape(n, dim * nbits), axis=1)
-
-
-def unpack_buckets(packed: np.ndarray, nbits: int) -> np.ndarray:
-    """Inverse of :func:`pack_buckets`: (n, bytes) uint8 -> (n, dim) bucket indices (uint8)."""
-    return _byte_table(nbits)[packed].reshape(packed.shape[0], packed.shape[1] * 8 // nbits)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -131,22 +103,30 @@ class ResidualCodec:
             raise ValueError(f"vectors must be (n, {self.dim}), got {vectors.shape}")
         codes = self.assign(vectors, chunk) if codes is None else np.asarray(codes, np.int32)
         residuals = np.empty((len(vectors), self.dim * self.nbits // 8), np.uint8)
-        cutoffs = np.asarray(self.bucket_cutoffs, np.float32)
+        cutoffs = torch.from_numpy(np.asarray(self.bucket_cutoffs, np.float32))
         for s in range(0, len(vectors), chunk):
-            block = np.asarray(vectors[s:s + chunk], np.float32) - self.centroids[codes[s:s + chunk]]
-            # bucket i holds cutoffs[i-1] < r <= cutoffs[i] (torch.bucketize semantics)
-            buckets = np.searchsorted(cutoffs, block.ravel(), side="left").reshape(block.shape)
-            residuals[s:s + len(block)] = pack_buckets(buckets, self.nbits)
+            block = torch.from_numpy(np.ascontiguousarray(vectors[s:s + chunk], np.float32))
+            idx = torch.from_numpy(np.asarray(codes[s:s + chunk], np.int64))
+            block = block - self._centroids_t.index_select(0, idx).float()
+            residuals[s:s + len(block)] = bucket_bytes(block, cutoffs, self.nbits)
         return codes, residuals
 
     @functools.cached_property
     def _centroids_t(self) -> torch.Tensor:
         return torch.from_numpy(np.array(self.centroids))  # a writable copy (torch refuses read-only memory)
 
+    def centroids_tensor(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The centroids as a CPU torch tensor of ``dtype``, converted once and cached (e.g. bfloat16
+        for :func:`cascade.kernels.plaid.centroid_scores`)."""
+        cache = self.__dict__.setdefault("_centroid_tensors", {})
+        if dtype not in cache:
+            cache[dtype] = self._centroids_t.to(dtype)
+        return cache[dtype]
+
     @functools.cached_property
     def _byte_values(self) -> np.ndarray:
         """(256,) opaque items: the 8 // nbits float32 residual values one packed byte decodes to."""
-        table = np.ascontiguousarray(np.asarray(self.bucket_weights, np.float32)[_byte_table(self.nbits)])
+        table = np.ascontiguousarray(np.asarray(self.bucket_weights, np.float32)[byte_table(self.nbits)])
         return table.view(np.dtype((np.void, table.shape[1] * 4))).ravel()
 
     def decompress(self, codes: np.ndarray, residuals: np.ndarray, dtype: type = np.float32,
@@ -188,22 +168,33 @@ class ResidualCodec:
         return out
 
     def scorer(self, codes: np.ndarray, residuals: np.ndarray, deltas: np.ndarray,
-               compute_dtype: torch.dtype = torch.float32, device: torch.device | None = None):
+               compute_dtype: torch.dtype = torch.float32, device: torch.device | None = None,
+               subset_fraction: float = CENTROID_SUBSET_FRACTION):
         """A MaxSim tile scorer (see :func:`cascade.kernels.maxsim.maxsim`) for a stored index.
 
-        For a query's unmasked tokens ``q_t`` (dim, Lv) it returns ``tile(rows) -> (len(rows), Lv)``
-        with ``q . normalize(c + r) = (q . c + q . r) * (1 + delta)``: ``q . c`` is looked up in the
-        query's centroid scores (C, Lv), ``r`` is decoded (one table lookup per packed byte) and
-        multiplied in ``compute_dtype``; the centroids are never gathered and nothing is normalized.
-        ``codes``/``residuals``/``deltas`` are indexed by global token row (may be memory-mapped).
+        For a query's unmasked tokens ``q_t`` (dim, Lv) and the token rows it will score, it returns
+        ``tile(rows) -> (len(rows), Lv)`` with ``q . normalize(c + r) = (q . c + q . r) * (1 + delta)``:
+        ``q . c`` is looked up in the query's centroid scores, ``r`` is decoded (one table lookup per
+        packed byte) and multiplied in ``compute_dtype``; the centroids are never gathered per token
+        and nothing is normalized. The centroid scores cover all C centroids, or only those the
+        query's rows use when those are fewer than ``subset_fraction * C`` (few candidates against a
+        large codebook: 64 documents use ~10k of 131k centroids). ``codes``/``residuals``/``deltas``
+        are indexed by global token row (may be memory-mapped).
         """
         device = device or torch.device("cpu")
         values = self._byte_values
         centroids = self._centroids_t.to(device=device, dtype=torch.float32)
+        num_c = len(centroids)
 
-        def for_query(q_t: torch.Tensor):
+        def for_query(q_t: torch.Tensor, query_rows: np.ndarray | None = None):
             q32 = q_t.to(torch.float32)
-            cscores = centroids @ q32  # (C, Lv)
+            used = None
+            if query_rows is not None and len(query_rows) < num_c:  # so fewer than C distinct codes
+                used = np.unique(np.asarray(codes[query_rows]))
+            if used is not None and len(used) < subset_fraction * num_c:
+                cscores = centroids.index_select(0, torch.from_numpy(used.astype(np.int64)).to(device)) @ q32
+            else:
+                used, cscores = None, centroids @ q32  # (C, Lv)
             qc = q_t.to(compute_dtype)
             buf = np.empty((0, self.dim), np.float32)
 
@@ -214,7 +205,8 @@ class ResidualCodec:
                 r = buf[:len(rows)]
                 np.take(values, np.asarray(residuals[rows]), out=r.view(values.dtype), mode="clip")
                 sim = torch.from_numpy(r).to(device=device, dtype=compute_dtype) @ qc
-                idx = torch.from_numpy(np.asarray(codes[rows], np.int64)).to(device)
+                idx = np.asarray(codes[rows], np.int64)
+                idx = torch.from_numpy(idx if used is None else np.searchsorted(used, idx)).to(device)
                 scale = torch.from_numpy(np.asarray(deltas[rows], np.float32)).to(device).add_(1.0)
                 return sim.to(torch.float32).add_(cscores.index_select(0, idx)).mul_(scale[:, None])
             return tile
