@@ -62,7 +62,7 @@ def open_index(path: Path):
     ld = lambda n, m=None: np.load(path / f"{n}.npy", mmap_mode=m)  # noqa: E731
     centroids = ld("centroids").astype(np.float32)
     codec = ResidualCodec(centroids, ld("bucket_cutoffs"), ld("bucket_weights"), 2, centroids.shape[1])
-    nbytes = sum(p.stat().st_size for p in path.glob("*.npy"))
+    nbytes = sum(p.stat().st_size for p in path.glob("*.npy") if not p.name.startswith("exhaustive_"))
     return ResidualIndex(codec, ld("codes", "r"), ld("residuals", "r"), ld("norm_deltas", "r"), ld("offsets"),
                          ld("ivf_docs"), ld("ivf_offsets"), {}, nbytes)
 
