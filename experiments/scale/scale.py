@@ -230,6 +230,13 @@ def measure(index_dir: Path | None, num_queries: int, sub: int, seed: int, threa
         log.info("%d docs: rerank %d: %.1f ms/query (bound %.1f)", num_docs, n, ms,
                  row["fp32_matmul_bound_ms_per_query"])
     res["rerank"] = rerank
+    if index_dir is not None:  # after the timings: the exact assignment below is CPU-heavy
+        sys.path.insert(0, str(HERE))
+        import synth
+        _, c0 = _scifact(None)
+        res["assignment_check"] = {**synth.check_built(index.codec, c0._index.tokens, np.asarray(c2._index.codes),
+                                                       c2._index.codec.num_centroids, seed),
+                                   "how": "synth.check_built: 4096 fresh random tokens"}
     # ru_maxrss counts the index's memory-mapped pages too (up to the whole index after exhaustive search)
     res["peak_rss_measure_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return res
@@ -358,7 +365,6 @@ def main() -> None:
             _child(me, "--_measure", "synthetic", "--_dir", str(d / "index"), "--_json", str(d / "measure.json"),
                    "--_sub", str(sub))
             m = json.loads((d / "measure.json").read_text())
-            m["index_bytes"] = m.pop("index_bytes")
             (parts / f"synthetic_{size}.json").write_text(json.dumps(
                 {**json.loads(build_json.read_text()), **m, "synthetic": True}, indent=1))
             if not args.keep:

@@ -15,7 +15,7 @@ What is synthetic (the study's README states it too):
 * A token is assigned among the children of its *source's* SciFact centroid (a restricted
   search: exact search over 131,072 centroids for 238M tokens is ~2.4e16 flops, days on
   2 cores). How often this differs from the exact nearest centroid, and what it costs in
-  reconstruction, is measured on a sample and reported (``assignment_check``).
+  reconstruction, is measured on a sample of a built index by :func:`check_built`.
 
 Compression and norm deltas use the library's own ``ResidualCodec.compress`` / ``norm_deltas``
 and the IVF ``cascade.kernels.plaid.build_ivf``; files are the library's layout (codes,
@@ -152,7 +152,6 @@ def build(size: int, out_dir: Path, src: np.ndarray, src_offsets: np.ndarray, sr
     t = time.perf_counter()
     if split == 1:
         codec = codec0
-        res_sample = None
     else:
         children, res_sample = train_children(src, src_codes, np.asarray(codec0.centroids, np.float32), split,
                                               sigma, seed)
@@ -170,7 +169,6 @@ def build(size: int, out_dir: Path, src: np.ndarray, src_offsets: np.ndarray, sr
              "residuals": (np.uint8, (total, width), width), "norm_deltas": (np.float16, (total,), 2)}
     headers = {name: _new_npy(out_dir / f"{name}.npy", dt, shape) for name, (dt, shape, _) in files.items()}
     timing = dict.fromkeys(("generate", "assign", "compress", "write"), 0.0)
-    check = None
     doc_chunks = np.searchsorted(offsets, np.arange(0, total + CHUNK_TOKENS, CHUNK_TOKENS))
     doc_chunks = np.unique(np.clip(doc_chunks, 0, size))
     t_pass = time.perf_counter()
@@ -189,9 +187,6 @@ def build(size: int, out_dir: Path, src: np.ndarray, src_offsets: np.ndarray, sr
         t = time.perf_counter()
         codes_s = assign_restricted(x, coarse[order], children_t, split)
         timing["assign"] += time.perf_counter() - t
-        if check is None:  # a random sample of the first chunk (its rows are sorted by cell)
-            pick = np.sort(np.random.default_rng(seed).choice(n, min(n, 4096), replace=False))
-            check = assignment_check(x[pick].numpy(), codes_s[pick], codec, src[rows[order][pick]])
         t = time.perf_counter()
         codes_s, resid_s = codec.compress(x.numpy(), codes=codes_s)
         deltas_s = codec.norm_deltas(codes_s, resid_s)
@@ -222,7 +217,6 @@ def build(size: int, out_dir: Path, src: np.ndarray, src_offsets: np.ndarray, sr
     return {
         "num_docs": size, "num_tokens": total, "synthetic": True, "sigma": sigma, "main_share": MAIN_SHARE,
         "seed": seed, "num_centroids": codec.num_centroids, "split": split,
-        "assignment_check": check,
         "build_s": {"codebook": t_codebook, **timing, "ivf": t_ivf, "total": time.perf_counter() - t_all},
         "build_tokens_per_s": total / (time.perf_counter() - t_all),
         "index_bytes": nbytes, "files": file_bytes, "bytes_per_token": nbytes / total,
@@ -251,13 +245,11 @@ def assignment_check(x: np.ndarray, restricted: np.ndarray, codec: ResidualCodec
             "centroid_cos_exact": float(np.einsum("ij,ij->i", x, codec.centroids[exact]).mean())}
 
 
-def check_built(index_dir: Path, src: np.ndarray, src_codes: np.ndarray, num_cells: int, seed: int = 0,
+def check_built(codec: ResidualCodec, src: np.ndarray, src_codes: np.ndarray, num_cells: int, seed: int = 0,
                 sigma: float = SIGMA, sample: int = 4096) -> dict:
-    """:func:`assignment_check` again for a built index, on fresh random tokens made as :func:`build` makes them
-    (a random source token, perturbed, assigned among its first-level cell's children)."""
-    centroids = np.load(index_dir / "centroids.npy").astype(np.float32)
-    codec = ResidualCodec(centroids, np.load(index_dir / "bucket_cutoffs.npy"), np.load(index_dir / "bucket_weights.npy"),
-                          2, centroids.shape[1])
+    """:func:`assignment_check` for a built index's ``codec``, on fresh random tokens made as :func:`build`
+    makes them (a random source token, perturbed, assigned among its first-level cell's children)."""
+    centroids = np.ascontiguousarray(codec.centroids, np.float32)
     split = max(1, codec.num_centroids // num_cells)
     rng, gen = np.random.default_rng(seed + 7), torch.Generator().manual_seed(seed + 7)
     rows = rng.integers(0, len(src), sample)
