@@ -16,6 +16,7 @@ from cascade.encoders.sentence import SentenceEncoder, get_sentence_encoder, l2_
 from cascade.index.store import artifact_dir
 from cascade.index.vectors import VectorsArtifact
 from cascade.kernels.dense import dot_scores, topk_dot
+from cascade.kernels.precision import STAGE_NOTE, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ class BiEncoder(Stage):
         batch_size: texts per forward pass; chunk_size: documents per saved (resumable) chunk.
         retrieval_chunk: documents scored at once when retrieving (bounds memory).
         device: ``cpu``, ``cuda``...; None picks a GPU when there is one.
+        precision: autocast precision of the forward passes, documents and queries alike: ``auto`` (bf16
+            on CPUs with AVX-512 BF16 or AMX, fp16 on GPUs, else fp32), ``fp32``, ``bf16`` or ``fp16``
+            (GPUs only). The effective one is part of the cache key (:mod:`cascade.kernels.precision`).
         cache_dir: where document vectors are saved (default $CASCADE_CACHE_DIR or ~/.cache/cascade).
         progress: show a progress bar while encoding the corpus.
     """
@@ -47,8 +51,8 @@ class BiEncoder(Stage):
     def __init__(self, k: int | None = 100, model: str | None = None, query_max_length: int | None = None,
                  doc_max_length: int | None = None, query_prefix: str = "", doc_prefix: str = "",
                  similarity: str = "cosine", batch_size: int = 32, chunk_size: int = 256,
-                 retrieval_chunk: int = 32768, device: str | None = None, cache_dir: str | None = None,
-                 progress: bool = True, fusion=None, name: str | None = None):
+                 retrieval_chunk: int = 32768, device: str | None = None, precision: str = "auto",
+                 cache_dir: str | None = None, progress: bool = True, fusion=None, name: str | None = None):
         super().__init__(k=k, fusion=fusion, name=name or "biencoder")
         if similarity not in SIMILARITIES:
             raise ConfigError(f"{self.name}: similarity {similarity!r} is unknown; use cosine or dot")
@@ -62,12 +66,13 @@ class BiEncoder(Stage):
         self.retrieval_chunk = check_positive(retrieval_chunk, f"{self.name}.retrieval_chunk", allow_none=False)
         self.query_prefix, self.doc_prefix = str(query_prefix or ""), str(doc_prefix or "")
         self.similarity, self.device, self.cache_dir, self.progress = similarity, device, cache_dir, progress
+        self.precision = resolve_precision(precision, device, f"{self.name}.precision", STAGE_NOTE)  # effective
         self._vectors: np.ndarray | None = None
 
     @property
     def encoder(self) -> SentenceEncoder:
         """The shared encoder of this model (loaded on first use)."""
-        return get_sentence_encoder(self.model, self.device)
+        return get_sentence_encoder(self.model, self.device, self.precision)
 
     def _lengths(self) -> tuple[int, int]:
         default = self.encoder.default_max_length
@@ -80,7 +85,7 @@ class BiEncoder(Stage):
     def artifacts(self, corpus: Corpus) -> list[VectorsArtifact]:
         enc, (_, doc_len) = self.encoder, self._lengths()
         meta = {"stage": "biencoder", **enc.identity(), "doc_max_length": doc_len,
-                "doc_prefix": self.doc_prefix, "similarity": self.similarity}
+                "doc_prefix": self.doc_prefix, "similarity": self.similarity, "precision": enc.precision}
         path = artifact_dir(self.cache_dir, "dense", corpus=corpus.fingerprint, **meta)
         return [VectorsArtifact(path, meta, enc.doc_pass(doc_len, self.doc_prefix, self.batch_size),
                                 self.chunk_size, self.progress, transform=self._normalize)]

@@ -24,6 +24,7 @@ from cascade.index.residual_index import FORMAT_VERSION as RESIDUAL_FORMAT
 from cascade.index.residual_index import ResidualIndex, ResidualIndexArtifact, check_nbits
 from cascade.index.token_index import TokenIndex, TokenIndexArtifact
 from cascade.kernels.maxsim import DEFAULT_BLOCK_ROWS, maxsim
+from cascade.kernels.precision import STAGE_NOTE, check_compute_dtype, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,6 @@ def carried_scores(cands: Candidates, kept: np.ndarray) -> np.ndarray:
     found = (keys[order][pos] == want) & (kept.ravel() >= 0)
     out = np.where(found, cands.scores.ravel()[order][pos], -np.inf)
     return out.reshape(kept.shape).astype(np.float32)
-COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 class ColBERT(Stage):
@@ -73,7 +73,8 @@ class ColBERT(Stage):
             count, 2**floor(log2(16 sqrt(tokens)))).
         compute_dtype: ``float32`` or ``bfloat16`` for the MaxSim matmuls and PLAID's centroid scores
             (faster on CPUs with AVX-512 BF16 and on GPUs).
-        device, cache_dir, progress: as for :class:`~cascade.stages.biencoder.BiEncoder`.
+        device, precision, cache_dir, progress: as for :class:`~cascade.stages.biencoder.BiEncoder`
+            (``precision``: the encoder's forward passes, not MaxSim, which follows ``compute_dtype``).
     """
 
     def __init__(self, k: int | None = 10, model: str | None = None, format: str = "auto",
@@ -82,8 +83,8 @@ class ColBERT(Stage):
                  search: str | None = None, ncells: int | None = None, centroid_score_threshold: float | None = None,
                  ndocs: int | None = None, prune_to: int | None = None, num_centroids: int | None = None,
                  kmeans_niter: int = 4, points_per_centroid: int = 32, compute_dtype: str = "float32",
-                 device: str | None = None, cache_dir: str | None = None, progress: bool = True, fusion=None,
-                 name: str | None = None):
+                 device: str | None = None, precision: str = "auto", cache_dir: str | None = None,
+                 progress: bool = True, fusion=None, name: str | None = None):
         super().__init__(k=k, fusion=fusion, name=name or "colbert")
         if format not in FORMATS:
             raise ConfigError(f"{self.name}: format {format!r} is unknown; use one of {', '.join(FORMATS)}")
@@ -112,10 +113,9 @@ class ColBERT(Stage):
         self.num_centroids = positive(num_centroids, "num_centroids", null_means="colbert-ai's count")
         self.kmeans_niter = positive(kmeans_niter, "kmeans_niter", allow_none=False)
         self.points_per_centroid = positive(points_per_centroid, "points_per_centroid", allow_none=False)
-        if compute_dtype not in COMPUTE_DTYPES:
-            raise ConfigError(f"{self.name}.compute_dtype must be float32 or bfloat16, got {compute_dtype!r}")
-        self.compute_dtype = compute_dtype
+        self.compute_dtype = check_compute_dtype(compute_dtype, f"{self.name}.compute_dtype")
         self.device, self.cache_dir, self.progress = device, cache_dir, progress
+        self.precision = resolve_precision(precision, device, f"{self.name}.precision", STAGE_NOTE)  # effective
         self._encoder: TokenEncoder | None = None
         self._index: TokenIndex | ResidualIndex | None = None
         self._queries: tuple | None = None
@@ -125,7 +125,7 @@ class ColBERT(Stage):
         """The token encoder (format detected, model loaded on first use)."""
         if self._encoder is None:
             self._encoder = load_token_encoder(self.model, self.format, self.device, self.query_max_length,
-                                               self.doc_max_length, self.batch_size)
+                                               self.doc_max_length, self.batch_size, self.precision)
         return self._encoder
 
     # --- index ----------------------------------------------------------------------------

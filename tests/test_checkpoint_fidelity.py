@@ -102,7 +102,7 @@ def test_tiny_pylate_has_the_layout_pylate_writes(pylate_models, case):
 @pytest.mark.parametrize("case", CASES)
 def test_pylate_token_vectors_equal_pylates_computation(pylate_models, case):
     folder = pylate_models[case]
-    enc = load_token_encoder(str(folder))
+    enc = load_token_encoder(str(folder), precision="fp32")  # PyLate's computation below runs in fp32
     assert isinstance(enc, PyLateEncoder)
     q_vecs, q_mask = enc.encode_queries(QUERIES)
     docs = enc.encode_docs(DOCS)
@@ -188,9 +188,10 @@ def test_a_dense_with_tanh_and_bias_is_honoured(tmp_path):
     weights["linear.bias"] = torch.linspace(-1, 1, 32)
     save_file(weights, str(folder / "1_Dense" / "model.safetensors"))
     _edit_dense(folder, bias=True, activation_function="torch.nn.modules.activation.Tanh")
-    enc = load_token_encoder(str(folder))
+    enc = load_token_encoder(str(folder), precision="fp32")  # rebuilt below in fp32
     got = enc.encode_docs(DOCS[:1]).tokens
-    plain = load_token_encoder(str(tiny_pylate(tmp_path / "p", hidden=32, dim=32))).encode_docs(DOCS[:1]).tokens
+    plain = load_token_encoder(str(tiny_pylate(tmp_path / "p", hidden=32, dim=32)),
+                               precision="fp32").encode_docs(DOCS[:1]).tokens
     from transformers import AutoModel
 
     # the same BERT and linear.weight: rebuild the pre-normalization vectors from the plain model's inputs

@@ -98,7 +98,7 @@ def test_format_detected(models, fmt):
 
 @pytest.mark.parametrize("fmt", ["plain", "colbert_ai", "pylate"])
 def test_scores_equal_a_direct_transformers_computation(models, fmt, corpus, tmp_path):
-    stage = ColBERT(k=None, model=str(models[fmt]), cache_dir=tmp_path, progress=False,
+    stage = ColBERT(k=None, model=str(models[fmt]), cache_dir=tmp_path, progress=False, precision="fp32",
                     **({"doc_max_length": 40, "query_max_length": 40} if fmt == "plain" else {}))
     stage.prepare(corpus)
     # the token index holds exactly the reference document vectors, in fp16

@@ -13,7 +13,6 @@ from hydra.utils import instantiate
 from cascade.app.cli import main as cli_main
 from cascade.app.index_cmd import compose_config
 from cascade.core.errors import CascadeError
-from cascade.encoders.models import autocast_dtype
 from cascade.encoders.sentence import SentenceEncoder, sentence_pass
 from cascade.index.encoding import LocalEngine
 from conftest import REPO
@@ -92,16 +91,16 @@ def test_ray_missing_gives_the_install_hint(monkeypatch):
         import_ray()
 
 
-def test_autocast_applies_to_gpu_passes_only():
+def test_auto_means_fp16_on_a_gpu_and_a_bad_name_is_refused(monkeypatch):
     import torch
 
-    assert autocast_dtype("auto", "cuda") is torch.float16
-    assert autocast_dtype("fp16", "cuda") is torch.float16
-    assert autocast_dtype("bf16", "cuda") is torch.bfloat16
-    assert autocast_dtype("fp32", "cuda") is None
-    assert all(autocast_dtype(p, "cpu") is None for p in ("auto", "fp16", "bf16", "fp32"))
+    from cascade.kernels.precision import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert [resolve_precision(p, "cuda") for p in ("auto", "fp16", "bf16", "fp32")] == ["fp16", "fp16", "bf16", "fp32"]
     with pytest.raises(CascadeError, match="precision"):
-        autocast_dtype("half", "cuda")
+        resolve_precision("half", "cuda")
 
 
 TEXTS = ["a short one", "a much longer document about cells, genes and the proteins they make in the body",

@@ -119,7 +119,7 @@ def failing_recipe(recipe, fail_at: str, device: str):
 
 
 def _artifacts(corpus, cache: Path, doc_pass: DocPass) -> list:
-    meta = {"test": "resume"}
+    meta = {"test": "resume", "precision": doc_pass.precision}  # the pass's precision is part of every key
     return [VectorsArtifact(cache / "dense" / "v", meta, doc_pass, CHUNK, progress=False),
             TokenIndexArtifact(cache / "colbert" / "t", meta, doc_pass, CHUNK, progress=False)]
 
@@ -128,7 +128,8 @@ def test_a_killed_ray_encode_resumes_with_only_the_missing_chunks(ray_head, corp
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this file
     corpus = load_beir(corpus_dir).corpus
     real = get_sentence_encoder(None, "cpu").doc_pass(128, "", 4)
-    dying = DocPass(real.key, real.encode, functools.partial(failing_recipe, real.recipe, corpus.texts[2 * CHUNK]))
+    dying = DocPass(real.key, real.encode, functools.partial(failing_recipe, real.recipe, corpus.texts[2 * CHUNK]),
+                    real.precision, real.device)
     arts = _artifacts(corpus, tmp_path / "ray", dying)
     one_by_one = RayEngine(address=ray_head, num_workers=1, chunks_in_flight=1)  # chunks in order: 0, 8, then 16
     with pytest.raises(CascadeError, match="failed on documents 16:24.*2 chunks finished so far are saved"):

@@ -55,6 +55,7 @@ CASES = {
            "stemmer": ({}, None), "stopwords": ({}, None), "fusion": ({}, Fusion("zscore", 0.9, 0.1))},
     BiEncoder: {"k": ({}, 2), "model": ({}, "st_other"), "query_max_length": ({}, 3), "doc_max_length": ({}, 3),
                 "query_prefix": ({}, "query: "), "doc_prefix": ({}, "passage: "), "similarity": ({"model": "st_unnormalized"}, "dot"),
+                "precision": ({"precision": "fp32"}, "bf16"),
                 "fusion": ({}, Fusion("zscore", 0.9, 0.1))},
     ColBERT: {"k": ({}, 2), "model": ({}, "pylate"), "format": ({"model": "pylate"}, "plain"),
               "query_max_length": ({}, 3), "doc_max_length": ({}, 3), "nbits": ({}, 1),
@@ -64,7 +65,8 @@ CASES = {
               "ndocs": ({**COMPRESSED, "k": 10, "ncells": 8, "centroid_score_threshold": -1.0}, 11),
               "prune_to": (COMPRESSED, 2), "num_centroids": ({"nbits": 2}, 4),
               "kmeans_niter": (COMPRESSED, 1), "points_per_centroid": (COMPRESSED, 2),
-              "compute_dtype": ({}, "bfloat16"), "fusion": ({}, Fusion("zscore", 0.9, 0.1))},
+              "compute_dtype": ({}, "bfloat16"), "precision": ({"precision": "fp32"}, "bf16"),
+              "fusion": ({}, Fusion("zscore", 0.9, 0.1))},
     CrossEncoder: {"k": ({}, 2), "model": ({}, "cross_encoder_other"), "max_length": ({}, 6),
                    "fusion": ({}, Fusion("zscore", 0.9, 0.1))},
 }
@@ -115,17 +117,20 @@ def _observe(stage, dataset):
     return out, keys
 
 
-def _same(a, b, tol=0.0):
+def _same(a, b, tol=0.0, rtol=1e-5):
     return len(a) == len(b) and all(x.doc_idx.shape == y.doc_idx.shape and (x.doc_idx == y.doc_idx).all()
-                                    and np.allclose(x.scores, y.scores, atol=tol) for x, y in zip(a, b))
+                                    and np.allclose(x.scores, y.scores, atol=tol, rtol=rtol) for x, y in zip(a, b))
 
 
 PARAMS = [(cls, name) for cls, cases in CASES.items() for name in cases]
 
 
 @pytest.mark.parametrize("cls, name", PARAMS, ids=[f"{c.__name__}.{n}" for c, n in PARAMS])
-def test_changing_an_argument_changes_results_or_cache_key(cls, name, tiny_dataset, tmp_path):
+def test_changing_an_argument_changes_results_or_cache_key(cls, name, tiny_dataset, tmp_path, monkeypatch):
     base, other = CASES[cls][name]
+    if name == "precision":  # bf16 runs (emulated) on any CPU; the tiny models need no speed
+        monkeypatch.setattr("cascade.kernels.precision.cpu_bf16_supported", lambda: True)
+    rtol = 0.0 if name == "precision" else 1e-5  # bf16 moves the tiny models' scores by ~1e-5 only
     default = inspect.signature(cls).parameters[name].default
     if name in base:
         default = base[name]
@@ -135,7 +140,7 @@ def test_changing_an_argument_changes_results_or_cache_key(cls, name, tiny_datas
     results_b, keys_b = _observe(_build(cls, {**base, name: other}, tmp_path), dataset)
     # the second stage shares the first's cache: an argument left out of a cache key reuses a stale index
     # and gives the same results, so both "ignored by the backend" and "missing from the key" fail here
-    assert not _same(results_a, results_b), f"{cls.__name__}({name}={other!r}) did not change the results"
+    assert not _same(results_a, results_b, rtol=rtol), f"{cls.__name__}({name}={other!r}) did not change the results"
 
 
 NO_EFFECT_CASES = [(BM25, "name", "other"), (BiEncoder, "batch_size", 2), (BiEncoder, "chunk_size", 2),

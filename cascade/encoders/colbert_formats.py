@@ -59,10 +59,11 @@ class ColbertAIEncoder(ProjectedEncoder):
 
     format = "colbert_ai"
 
-    def __init__(self, folder: Path, device=None, query_max_length=None, doc_max_length=None, batch_size=32):
+    def __init__(self, folder: Path, device=None, query_max_length=None, doc_max_length=None, batch_size=32,
+                 precision: str = "auto"):
         meta = read_json(folder / "artifact.metadata")
         super().__init__(folder, device, query_max_length or int(meta.get("query_maxlen", 32)),
-                         doc_max_length or int(meta.get("doc_maxlen", 180)), batch_size)
+                         doc_max_length or int(meta.get("doc_maxlen", 180)), batch_size, precision)
         self.q_marker = meta.get("query_token_id", "[unused0]")
         self.d_marker = meta.get("doc_token_id", "[unused1]")
         self.mask_punctuation = bool(meta.get("mask_punctuation", True))
@@ -231,10 +232,11 @@ class PyLateEncoder(ProjectedEncoder):
 
     format = "pylate"
 
-    def __init__(self, folder: Path, device=None, query_max_length=None, doc_max_length=None, batch_size=32):
+    def __init__(self, folder: Path, device=None, query_max_length=None, doc_max_length=None, batch_size=32,
+                 precision: str = "auto"):
         cfg = read_json(folder / "config_sentence_transformers.json")
         super().__init__(folder, device, query_max_length or int(cfg.get("query_length") or 32),
-                         doc_max_length or int(cfg.get("document_length") or 180), batch_size)
+                         doc_max_length or int(cfg.get("document_length") or 180), batch_size, precision)
         self.q_prefix = cfg.get("query_prefix", "[Q] ")
         self.d_prefix = cfg.get("document_prefix", "[D] ")
         self.expansion = bool(cfg.get("do_query_expansion", True))
@@ -313,8 +315,9 @@ class PyLateEncoder(ProjectedEncoder):
 
 def load_token_encoder(model: str | None = None, format: str = "auto", device: str | None = None,
                        query_max_length: int | None = None, doc_max_length: int | None = None,
-                       batch_size: int = 32) -> TokenEncoder:
-    """The token encoder for ``model`` (None: the packaged MiniLM) in the given or detected format."""
+                       batch_size: int = 32, precision: str = "auto") -> TokenEncoder:
+    """The token encoder for ``model`` (None: the packaged MiniLM) in the given or detected format, its
+    forward passes at ``precision`` (see :mod:`cascade.kernels.precision`)."""
     if format not in FORMATS:
         raise ConfigError(f"ColBERT format {format!r} is unknown; use one of {', '.join(FORMATS)}")
     resolved = resolve_model(model)
@@ -322,6 +325,7 @@ def load_token_encoder(model: str | None = None, format: str = "auto", device: s
         format = detect_format(local_folder(resolved))
         log.info("ColBERT checkpoint %s: %s format", resolved, format)
     if format == "plain":
-        return PlainEncoder(get_sentence_encoder(resolved, device), query_max_length, doc_max_length, batch_size)
+        return PlainEncoder(get_sentence_encoder(resolved, device, precision), query_max_length, doc_max_length,
+                            batch_size)
     cls = ColbertAIEncoder if format == "colbert_ai" else PyLateEncoder
-    return cls(local_folder(resolved), device, query_max_length, doc_max_length, batch_size)
+    return cls(local_folder(resolved), device, query_max_length, doc_max_length, batch_size, precision)

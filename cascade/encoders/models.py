@@ -97,43 +97,6 @@ def pick_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-
-
-def check_precision(precision: object, owner: str = "encoding") -> str:
-    """``precision``: auto (fp16 autocast on a GPU), fp32, fp16 or bf16; anything else is a CascadeError."""
-    if precision not in PRECISIONS:
-        raise CascadeError(f"{owner}.precision must be one of {', '.join(PRECISIONS)} (the autocast dtype of "
-                           f"corpus encoding on a GPU; auto means fp16), got {precision!r}")
-    return str(precision)
-
-
-def autocast_dtype(precision: str, device_type: str):
-    """The torch dtype ``precision`` autocasts ``device_type`` ops to, or None for plain fp32.
-
-    Only CUDA ops are autocast (``auto`` means fp16 there); CPU encoding always stays fp32.
-    """
-    import torch
-
-    if device_type != "cuda" or check_precision(precision) == "fp32":
-        return None
-    return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-def autocast(precision: str, device: str | None = None) -> contextlib.AbstractContextManager:
-    """A context in which CUDA forward passes run in ``precision`` (see :func:`autocast_dtype`).
-
-    ``device`` None means: CUDA if torch sees a GPU. Ops on the CPU are never affected.
-    """
-    import torch
-
-    device_type = str(device).split(":")[0] if device else ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = autocast_dtype(precision, device_type)
-    if dtype is None or not torch.cuda.is_available():
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=dtype)
-
-
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hugging Face hub can be reached (False under HF_HUB_OFFLINE)."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):

@@ -20,6 +20,7 @@ import numpy as np
 from cascade.core.errors import CascadeError
 from cascade.core.timing import run_memo
 from cascade.encoders.models import load_model, model_identity, pick_device, resolve_model
+from cascade.kernels.precision import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,16 @@ class DocPass:
     their artifacts from one shared pass. ``encode(texts, on_batch)`` runs it.
     ``recipe`` (picklable) rebuilds the pass in another process: ``recipe(device)`` loads the
     model there once and returns an ``encode`` function (Ray workers); None: this process only.
+    ``precision``: the effective autocast precision the pass runs at wherever it runs (fp32, bf16,
+    fp16; :mod:`cascade.kernels.precision`), also part of ``key``, resolved for ``device`` (where the
+    pass was planned); None for a pass that does not say.
     """
 
     key: Hashable
     encode: Callable[[list[str], Callable[[int], None] | None], "Encoded"] = field(compare=False, repr=False)
     recipe: Callable[[str], Callable[..., "Encoded"]] | None = field(default=None, compare=False, repr=False)
+    precision: str | None = field(default=None, compare=False)
+    device: str | None = field(default=None, compare=False)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -95,12 +101,15 @@ class SentenceEncoder:
 
     Token vectors are the transformer's last hidden states, L2-normalized, with the
     special tokens ([CLS], [SEP], padding...) dropped; pooled vectors are the model's
-    own sentence embeddings (pooling, dense and normalize modules included).
+    own sentence embeddings (pooling, dense and normalize modules included). Every forward
+    pass, of queries and documents alike, runs at ``precision`` resolved on ``device``
+    (:func:`~cascade.kernels.precision.resolve_precision`; ``self.precision`` is the effective one).
     """
 
-    def __init__(self, model: str | None = None, device: str | None = None):
+    def __init__(self, model: str | None = None, device: str | None = None, precision: str = "auto"):
         self.name = resolve_model(model)
         self.device = pick_device(device)
+        self.precision = resolve_precision(precision, self.device)
         self._model = None
         self._lock = threading.Lock()
 
@@ -127,10 +136,12 @@ class SentenceEncoder:
     def doc_pass(self, max_length: int, prefix: str = "", batch_size: int = 32) -> DocPass:
         """The document pass (pooled and token vectors) at these settings; see :class:`DocPass`."""
         identity = tuple(sorted(self.identity().items()))
-        key = ("sentence", identity, int(max_length), prefix)
-        recipe = functools.partial(sentence_pass, self.name, identity, int(max_length), prefix, int(batch_size))
+        key = ("sentence", identity, int(max_length), prefix, self.precision)
+        recipe = functools.partial(sentence_pass, self.name, identity, int(max_length), prefix, int(batch_size),
+                                   precision=self.precision)
         return DocPass(key, lambda texts, on_batch=None: self.encode(texts, max_length, prefix, batch_size,
-                                                                      on_batch=on_batch), recipe)
+                                                                      on_batch=on_batch), recipe, self.precision,
+                       self.device)
 
     @property
     def default_max_length(self) -> int:
@@ -174,7 +185,7 @@ class SentenceEncoder:
             feats = tok([texts[i] for i in rows], padding=True, truncation=True,
                         max_length=max_length, return_tensors="pt")
             feats = {k: v.to(self.device) for k, v in feats.items()}
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(self.precision, self.device):
                 out = model(dict(feats))
             pooled[rows] = out["sentence_embedding"].float().cpu().numpy()
             hidden = out["token_embeddings"].float().cpu().numpy()
@@ -191,12 +202,13 @@ class SentenceEncoder:
 
 
 def sentence_pass(name: str, identity: tuple, max_length: int, prefix: str, batch_size: int,
-                  device: str) -> Callable[..., Encoded]:
+                  device: str, precision: str = "auto") -> Callable[..., Encoded]:
     """:meth:`SentenceEncoder.doc_pass` rebuilt in another process on ``device`` (model loaded now, once).
 
-    The model found there must have the content the pass's key names, else nothing is encoded.
+    The model found there must have the content the pass's key names, else nothing is encoded; the
+    pass runs at the effective ``precision`` it was planned with (an error where ``device`` lacks it).
     """
-    encoder = SentenceEncoder(name, device)
+    encoder = SentenceEncoder(name, device, precision)
     if tuple(sorted(encoder.identity().items())) != tuple(identity):
         raise CascadeError(f"the model {name!r} on this worker is not the one the corpus pass was planned with "
                            f"(identity {dict(encoder.identity())} here, {dict(identity)} there); give every "
@@ -205,17 +217,20 @@ def sentence_pass(name: str, identity: tuple, max_length: int, prefix: str, batc
     return lambda texts, on_batch=None: encoder.encode(texts, max_length, prefix, batch_size, on_batch=on_batch)
 
 
-_REGISTRY: dict[tuple[str, str], SentenceEncoder] = {}
+_REGISTRY: dict[tuple[str, str, str], SentenceEncoder] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
-def get_sentence_encoder(model: str | None = None, device: str | None = None) -> SentenceEncoder:
-    """The process-wide encoder for (model, device): stages naming the same model share it."""
+def get_sentence_encoder(model: str | None = None, device: str | None = None,
+                         precision: str = "auto") -> SentenceEncoder:
+    """The process-wide encoder for (model, device, effective precision): stages that agree on all three
+    share it (and its passes)."""
     name, dev = resolve_model(model), pick_device(device)
+    effective = resolve_precision(precision, dev)
     with _REGISTRY_LOCK:
-        if (name, dev) not in _REGISTRY:
-            _REGISTRY[(name, dev)] = SentenceEncoder(name, dev)
-        return _REGISTRY[(name, dev)]
+        if (name, dev, effective) not in _REGISTRY:
+            _REGISTRY[(name, dev, effective)] = SentenceEncoder(name, dev, effective)
+        return _REGISTRY[(name, dev, effective)]
 
 
 def clear_encoders() -> None:

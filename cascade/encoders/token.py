@@ -20,6 +20,7 @@ import numpy as np
 from cascade.encoders.sentence import DocPass, Encoded, SentenceEncoder, l2_normalize, length_batches
 from cascade.core.errors import CascadeError
 from cascade.encoders.models import model_identity, pick_device, quiet_transformers
+from cascade.kernels.precision import autocast, resolve_precision
 
 
 def read_json(path: Path) -> dict:
@@ -40,21 +41,25 @@ def load_state(path: Path, names: Sequence[str]) -> dict:
 
 
 class TokenEncoder:
-    """Token vectors for queries and documents; see the module docstring for the formats."""
+    """Token vectors for queries and documents; see the module docstring for the formats.
+
+    ``precision`` is the effective autocast precision of every forward pass (queries and documents).
+    """
 
     format = "base"
+    precision, device = "fp32", None
 
     def __init__(self, query_max_length: int | None, doc_max_length: int | None, batch_size: int):
         self.query_max_length, self.doc_max_length, self.batch_size = query_max_length, doc_max_length, batch_size
 
     def settings(self) -> dict:
-        """Everything that changes document token vectors (for cache keys)."""
+        """Everything that changes document token vectors (for cache keys), the effective precision included."""
         raise NotImplementedError
 
     def doc_pass(self) -> DocPass:
         """The document pass; passes with equal keys are shared with other stages."""
         key = (self.format, tuple(sorted(map(str, self.settings().items()))))
-        return DocPass(key, self.encode_docs)
+        return DocPass(key, self.encode_docs, precision=self.precision, device=self.device)
 
     def encode_queries(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(n, L, dim) float32 query token vectors and their (n, L) bool mask."""
@@ -73,9 +78,11 @@ class PlainEncoder(TokenEncoder):
         super().__init__(query_max_length or shared.default_max_length,
                          doc_max_length or shared.default_max_length, batch_size)
         self.shared = shared
+        self.precision, self.device = shared.precision, shared.device
 
     def settings(self) -> dict:
-        return {"format": self.format, **self.shared.identity(), "doc_max_length": self.doc_max_length}
+        return {"format": self.format, **self.shared.identity(), "doc_max_length": self.doc_max_length,
+                "precision": self.precision}
 
     def doc_pass(self) -> DocPass:
         # the sentence encoder makes the key, so a bi-encoder on this model shares the pass
@@ -89,11 +96,13 @@ class PlainEncoder(TokenEncoder):
 
 
 class ProjectedEncoder(TokenEncoder):
-    """A transformer followed by linear projections, run directly with transformers."""
+    """A transformer followed by linear projections, run directly with transformers (at ``precision``)."""
 
-    def __init__(self, folder: Path, device: str | None, query_max_length, doc_max_length, batch_size):
+    def __init__(self, folder: Path, device: str | None, query_max_length, doc_max_length, batch_size,
+                 precision: str = "auto"):
         super().__init__(query_max_length, doc_max_length, batch_size)
         self.folder, self.device = folder, pick_device(device)
+        self.precision = resolve_precision(precision, self.device)
         self._loaded = None
 
     def _load(self) -> tuple:
@@ -102,8 +111,9 @@ class ProjectedEncoder(TokenEncoder):
     def doc_pass(self) -> DocPass:
         """As :meth:`TokenEncoder.doc_pass`, with a recipe that rebuilds this encoder in another process."""
         recipe = functools.partial(projected_pass, type(self), str(self.folder), self.settings(),
-                                   self.query_max_length, self.doc_max_length, self.batch_size)
-        return DocPass(super().doc_pass().key, self.encode_docs, recipe)
+                                   self.query_max_length, self.doc_max_length, self.batch_size,
+                                   precision=self.precision)
+        return DocPass(super().doc_pass().key, self.encode_docs, recipe, self.precision, self.device)
 
     @property
     def parts(self) -> tuple:
@@ -120,7 +130,7 @@ class ProjectedEncoder(TokenEncoder):
         feats = {"input_ids": torch.as_tensor(ids), "attention_mask": torch.as_tensor(attention)}
         if token_types is not None:
             feats["token_type_ids"] = torch.as_tensor(token_types)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.precision, self.device):
             hidden = model(**{k: v.to(self.device) for k, v in feats.items()}).last_hidden_state
             for layer in layers:
                 hidden = layer(hidden)
@@ -143,16 +153,17 @@ class ProjectedEncoder(TokenEncoder):
 
     def settings(self) -> dict:
         return {"format": self.format, **model_identity(str(self.folder)), "doc_max_length": self.doc_max_length,
-                **self._doc_settings()}
+                "precision": self.precision, **self._doc_settings()}
 
     def _doc_settings(self) -> dict:
         return {}
 
 
 def projected_pass(cls: type, folder: str, settings: dict, query_max_length, doc_max_length, batch_size: int,
-                   device: str) -> Callable[..., Encoded]:
-    """:meth:`ProjectedEncoder.doc_pass` rebuilt in another process on ``device`` (model loaded now, once)."""
-    encoder = cls(Path(folder), device, query_max_length, doc_max_length, batch_size)
+                   device: str, precision: str = "auto") -> Callable[..., Encoded]:
+    """:meth:`ProjectedEncoder.doc_pass` rebuilt in another process on ``device`` (model loaded now, once),
+    at the effective ``precision`` it was planned with."""
+    encoder = cls(Path(folder), device, query_max_length, doc_max_length, batch_size, precision)
     if encoder.settings() != settings:
         raise CascadeError(f"the checkpoint {folder} on this worker is not the one the corpus pass was planned "
                            "with (its files or settings differ); give every machine the same checkpoint files "

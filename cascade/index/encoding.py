@@ -15,6 +15,11 @@ finished artifact equals one built in a single go. Builds hold the artifacts' lo
 Who runs the encoder is the *engine*'s business (:class:`EncodingEngine`): :class:`LocalEngine`
 (this process, the default) or :class:`cascade.index.ray_engine.RayEngine` (Ray workers). Either
 way this process saves each finished chunk, so the layout, resume and result are the same.
+
+The autocast precision is the pass's own (:attr:`DocPass.precision`, the effective precision its
+stage resolved, :mod:`cascade.kernels.precision`): it is part of the pass key and of every
+artifact's meta, hence of its cache key, so fp32, bf16 and fp16 builds never stand in for each
+other. An engine given ``precision`` (``encoding.precision``) refuses a pass planned at another one.
 """
 from __future__ import annotations
 
@@ -29,10 +34,10 @@ from typing import Any, Callable, ClassVar, Protocol, Sequence
 from tqdm.auto import tqdm
 
 from cascade.core.data import Corpus
-from cascade.core.errors import CascadeError
+from cascade.core.errors import CascadeError, ConfigError
 from cascade.core.files import atomic_write_json
-from cascade.encoders.models import autocast, check_precision
 from cascade.encoders.sentence import DocPass, Encoded
+from cascade.kernels.precision import check_precision, resolve_precision
 from cascade.index import store
 
 log = logging.getLogger(__name__)
@@ -52,23 +57,35 @@ class EncodingEngine(Protocol):
         provenance entries for the artifacts' meta (engine, workers...)."""
 
 
+def check_pass_precision(precision: str | None, doc_pass: DocPass) -> None:
+    """Refuse a pass planned at another effective precision than ``precision`` (None: any) means for it."""
+    if precision is None or doc_pass.precision is None:
+        return
+    wanted = resolve_precision(precision, doc_pass.device)
+    if wanted != doc_pass.precision:
+        raise ConfigError(f"encoding.precision={precision} means {wanted} on {doc_pass.device}, but this corpus "
+                          f"pass was planned at {doc_pass.precision} by its stage's own precision setting; "
+                          f"leave stage.<name>.precision following encoding.precision (as conf/stage/*.yaml "
+                          f"does), or set encoding.precision={doc_pass.precision}")
+
+
 class LocalEngine:
     """Encode in this process, chunk after chunk (the default engine).
 
-    ``precision``: dtype that CUDA forward passes are autocast to: ``auto`` (fp16), ``fp16``,
-    ``bf16`` or ``fp32`` (no autocast). Encoding on the CPU always runs in fp32.
+    Each pass runs at its own precision (see the module docstring). ``precision`` (``auto``,
+    ``fp32``, ``bf16``, ``fp16``; None: whatever the stages chose) is checked against every pass.
     """
 
     name = "local"
 
-    def __init__(self, precision: str = "auto"):
-        self.precision = check_precision(precision)
+    def __init__(self, precision: str | None = None):
+        self.precision = None if precision is None else check_precision(precision)
 
     def encode_chunks(self, doc_pass: DocPass, texts: Callable[[int, int], list[str]], chunks: Sequence[Chunk],
                       save: Callable[[int, int, Encoded], None], progress: Callable[[int], None]) -> dict:
-        with autocast(self.precision):
-            for start, end in chunks:
-                save(start, end, doc_pass.encode(texts(start, end), progress))
+        check_pass_precision(self.precision, doc_pass)
+        for start, end in chunks:
+            save(start, end, doc_pass.encode(texts(start, end), progress))
         return {"engine": self.name}
 
     def __repr__(self) -> str:
@@ -81,6 +98,10 @@ class EncodedArtifact:
     kind: ClassVar[str] = "base"
 
     def __init__(self, path: Path, meta: dict, doc_pass: DocPass, chunk_size: int = 256, progress: bool = True):
+        if doc_pass.precision is not None and meta.get("precision") != doc_pass.precision:
+            raise CascadeError(f"{type(self).__name__} {path}: its meta (the cache key) must record the pass's "
+                               f"precision {doc_pass.precision!r}, found {meta.get('precision')!r}; add "
+                               "'precision': <encoder>.precision to the meta the path is made from")
         self.path, self.meta, self.doc_pass = Path(path), dict(meta), doc_pass
         self.chunk_size, self.progress = chunk_size, progress
 

@@ -6,7 +6,9 @@ sends each missing chunk's texts to the least busy actor and saves every result 
 artifact's ``.partial/`` chunk layout the moment it arrives (arrays, then the marker), exactly as
 a local build does: a killed job resumes with only the missing chunks, and the assembled
 artifact is the local one. Only this process reads the corpus and writes the cache; the workers
-need the model (same files at the same path, or the same hub name) and cascade installed.
+need the model (same files at the same path, or the same hub name) and cascade installed. Workers
+run the pass at the effective precision its stage planned (part of the cache key), whatever their
+device: a GPU worker runs a pass planned at bf16 in bf16, and refuses it if the GPU lacks bf16.
 """
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from collections import deque
 from typing import Any, Callable, Sequence
 
 from cascade.core.errors import CascadeError, ConfigError
-from cascade.encoders.models import autocast, autocast_dtype, check_precision
 from cascade.encoders.sentence import DocPass, Encoded
+from cascade.index.encoding import check_pass_precision
+from cascade.kernels.precision import check_precision
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +42,15 @@ def import_ray() -> Any:
 class EncodeWorker:
     """The body of one Ray actor: the pass rebuilt once on ``device``, then chunk after chunk."""
 
-    def __init__(self, recipe: Callable[[str], Callable[..., Encoded]], device: str, precision: str,
-                 num_threads: int):
+    def __init__(self, recipe: Callable[[str], Callable[..., Encoded]], device: str, num_threads: int):
         import torch
 
         torch.set_num_threads(max(1, num_threads))
-        self.device, self.precision = device, precision
-        self.encode_fn = recipe(device)
+        self.device = device
+        self.encode_fn = recipe(device)  # the pass autocasts itself, at the precision it was planned with
 
     def encode(self, texts: list[str]) -> Encoded:
-        with autocast(self.precision, self.device):
-            return self.encode_fn(texts, None)
+        return self.encode_fn(texts, None)
 
 
 def _number(value: Any, what: str, minimum: float, integer: bool = False) -> Any:
@@ -76,14 +77,15 @@ class RayEngine:
         num_workers: actors, each loading the model once (fewer if the cluster lacks the resources).
         num_cpus_per_worker: CPUs per actor (also its torch thread count).
         num_gpus_per_worker: GPUs per actor (fractions share one); > 0 encodes on ``cuda``, else ``cpu``.
-        precision: autocast dtype on GPUs: ``auto`` (fp16), ``fp16``, ``bf16`` or ``fp32``.
+        precision: ``auto``, ``fp32``, ``bf16``, ``fp16`` or None (whatever the stages chose): every pass must
+            have been planned at what this means on its stage's device (see :mod:`cascade.index.encoding`).
         chunks_in_flight: chunks queued per actor, so none idles while this process saves.
     """
 
     name = "ray"
 
     def __init__(self, address: str | None = None, num_workers: int = 2, num_cpus_per_worker: float = 1,
-                 num_gpus_per_worker: float = 0, precision: str = "auto", chunks_in_flight: int = 2):
+                 num_gpus_per_worker: float = 0, precision: str | None = None, chunks_in_flight: int = 2):
         if address is not None and (not isinstance(address, str) or not address.strip()):
             raise ConfigError(f"encoding.address must be null (a private local Ray), auto, HOST:PORT or "
                               f"ray://HOST:PORT, got {address!r}")
@@ -92,7 +94,7 @@ class RayEngine:
         self.num_cpus_per_worker = _number(num_cpus_per_worker, "num_cpus_per_worker", 0)
         self.num_gpus_per_worker = _number(num_gpus_per_worker, "num_gpus_per_worker", 0)
         self.chunks_in_flight = _number(chunks_in_flight, "chunks_in_flight", 1, integer=True)
-        self.precision = check_precision(precision)
+        self.precision = None if precision is None else check_precision(precision)
         self.device = "cuda" if self.num_gpus_per_worker > 0 else "cpu"
         if self.address is not None:
             self._check_reachable()  # before any work, not after the models are loaded
@@ -103,6 +105,7 @@ class RayEngine:
         if doc_pass.recipe is None:
             raise ConfigError("this encoder cannot be rebuilt on Ray workers (its DocPass has no recipe); "
                               "encode in this process with encoding=local")
+        check_pass_precision(self.precision, doc_pass)
         ray = import_ray()
         started = self._connect(ray)
         try:
@@ -110,7 +113,7 @@ class RayEngine:
             actor = ray.remote(EncodeWorker).options(num_cpus=self.num_cpus_per_worker,
                                                       num_gpus=self.num_gpus_per_worker)
             threads = max(1, int(self.num_cpus_per_worker))
-            actors = [actor.remote(doc_pass.recipe, self.device, self.precision, threads) for _ in range(count)]
+            actors = [actor.remote(doc_pass.recipe, self.device, threads) for _ in range(count)]
             log.info("encoding %d chunks on %d Ray workers (%s, %s CPU and %s GPU each)", len(chunks), count,
                      self.device, self.num_cpus_per_worker, self.num_gpus_per_worker)
             try:
@@ -121,9 +124,7 @@ class RayEngine:
         finally:
             if started:
                 ray.shutdown()
-        dtype = str(autocast_dtype(self.precision, self.device))
-        return {"engine": self.name, "workers": count, "worker_device": self.device,
-                "precision": {"torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(dtype, "fp32")}
+        return {"engine": self.name, "workers": count, "worker_device": self.device}
 
     # --- internals ------------------------------------------------------------------------------
     def _connect(self, ray: Any) -> bool:

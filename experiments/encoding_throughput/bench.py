@@ -37,7 +37,7 @@ def main() -> None:
     import torch
 
     texts = list(load_beir(SCIFACT).corpus.texts[: args.docs])
-    encoder = SentenceEncoder(None, "cpu")
+    encoder = SentenceEncoder(None, "cpu", "fp32")  # fp32, as the README figures (precision.py: bf16)
     model = encoder.model
     model.max_seq_length = args.max_length
     encoder.encode(texts[:32], args.max_length)  # warm up

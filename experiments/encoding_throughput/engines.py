@@ -75,7 +75,7 @@ def main() -> None:
     from cascade.index.ray_engine import RayEngine
 
     texts = list(load_beir(SCIFACT).corpus.texts[: args.docs])
-    encoder = SentenceEncoder(None, "cpu")
+    encoder = SentenceEncoder(None, "cpu", "fp32")  # fp32, as the README figures (precision.py: bf16)
     doc_pass = encoder.doc_pass(encoder.default_max_length, "", args.batch_size)
     doc_pass.encode(texts[:8], None)  # load the model and warm up, as a local build finds it
     engines = [("local (this process, %d torch threads)" % torch.get_num_threads(), LocalEngine()),
