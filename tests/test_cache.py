@@ -66,17 +66,97 @@ def test_damaged_artifacts_are_detected_and_rebuilt(model, tmp_path, how, caplog
         assert len([p for p in (tmp_path / kind).iterdir()]) == 1  # no leftovers (.partial, .building)
 
 
-def test_check_is_cheap_for_large_files(tmp_path):
-    """Large files are checked by a sample of blocks: a change anywhere in a sampled block is caught."""
+def _large(tmp_path, n=6_000_000):
+    """A published artifact holding one 48 MB array (the old sampled check read 4 MiB of it)."""
     path = tmp_path / "a"
-    store.ensure(path, lambda tmp: np.save(tmp / "x.npy", np.arange(4_000_000, dtype=np.int64)), {})
-    meta = store.check(path)
-    assert meta["files"]["x.npy"]["bytes"] == (path / "x.npy").stat().st_size
-    arr = np.load(path / "x.npy", mmap_mode="r+")
-    arr[0] = -1  # first block is always sampled
-    arr.flush()
-    with pytest.raises(CorruptArtifactError, match="does not match its checksum"):
+    store.ensure(path, lambda tmp: np.save(tmp / "x.npy", np.arange(n, dtype=np.int64)), {"what": "test"})
+    return path
+
+
+def _flip(target, offset):
+    with target.open("r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x01]))
+
+
+@pytest.mark.parametrize("where", ["start", "middle", "end", "between sampled blocks"])
+def test_one_damaged_byte_anywhere_in_a_large_file_is_caught(tmp_path, where):
+    path = _large(tmp_path)
+    target = path / "x.npy"
+    size = target.stat().st_size
+    step = (size - (1 << 16)) // 63  # where the old 64 sampled 64 KiB blocks started
+    offset = {"start": 200, "middle": size // 2, "end": size - 1, "between sampled blocks": step // 2 + 7}[where]
+    store.check(path)  # verified once in this identity
+    stat = target.stat()
+    _flip(target, offset)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even with the mtime put back
+    with pytest.raises(CorruptArtifactError, match="x.npy does not match its checksum"):
         store.check(path)
+
+
+def test_a_verified_file_is_not_hashed_again_until_it_changes(tmp_path, monkeypatch):
+    path = _large(tmp_path)
+    hashed = []
+    real = store.file_hash
+    monkeypatch.setattr(store, "file_hash", lambda p: hashed.append(p.name) or real(p))
+    store.check(path)
+    assert hashed == []  # recorded as verified when published
+    store.check(path, full=True)
+    assert hashed == ["x.npy"]  # --all rehashes regardless
+    os.utime(path / "x.npy")  # a new identity: hashed in full before use
+    store.check(path)
+    store.check(path)
+    assert hashed == ["x.npy", "x.npy"]
+
+
+def test_a_copied_artifact_is_verified_in_full(tmp_path, monkeypatch):
+    import shutil
+
+    path = _large(tmp_path)
+    copy = tmp_path / "copy" / "a"
+    shutil.copytree(path, copy)  # its .verified.json names the original files' identities
+    hashed = []
+    real = store.file_hash
+    monkeypatch.setattr(store, "file_hash", lambda p: hashed.append(p) or real(p))
+    store.check(copy)
+    assert hashed == [copy / "x.npy"]
+
+
+def test_a_tampered_or_old_meta_is_refused(tmp_path):
+    path = _large(tmp_path)
+    meta = json.loads((path / "meta.json").read_text())
+    (path / "meta.json").write_text(json.dumps({**meta, "what": "other"}))
+    with pytest.raises(CorruptArtifactError, match="does not match its own checksum"):
+        store.check(path)
+    old = {"what": "test", "files": {"x.npy": {"bytes": 1, "sample_sha256": "00"}}}
+    (path / "meta.json").write_text(json.dumps(old))
+    with pytest.raises(CorruptArtifactError, match="no full checksums"):
+        store.check(path)
+
+
+def test_a_damaged_token_index_gives_the_undamaged_results(model, tmp_path):
+    """Damage between the old sampled blocks of a real index: rebuilt, never scored."""
+    _, tokens = _build(model, tmp_path)
+    (path,) = [p for p in (tmp_path / "colbert").iterdir() if p.is_dir()]
+    target = path / "tokens.npy"
+    _flip(target, target.stat().st_size // 2 + 3)
+    col = ColBERT(k=5, model=model, cache_dir=tmp_path, progress=False)
+    col.prepare(CORPUS)
+    assert np.array_equal(np.array(col._index.tokens), tokens)
+
+
+def test_cascade_verify_reports_damage_with_the_folder(tmp_path):
+    path = _large(tmp_path / "cache")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "cascade.app.cli", "verify", *a],  # noqa: E731
+                                    capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    ok = run(str(tmp_path / "cache"), "--all")
+    assert ok.returncode == 0 and "| a " in ok.stdout and "ok" in ok.stdout, ok.stdout + ok.stderr
+    _flip(path / "x.npy", 5_000_000)
+    bad = run(str(tmp_path / "cache"))
+    assert bad.returncode == 1 and "DAMAGED" in bad.stdout
+    assert f"delete {path}" in bad.stderr
 
 
 CONCURRENT = """

@@ -18,7 +18,7 @@ from cascade.app.baseline import normalise_args as normalise_baseline, parse_bas
 from cascade.app.jobs import JobOutcome, run_sweep_job
 from cascade.app.runner import RunResult, run
 from cascade.app.sweep import SweepSummary
-from cascade.app.targets import check_targets
+from cascade.app.precheck import precheck
 from cascade.app.tables import markdown_table
 from cascade.core.errors import CascadeError
 
@@ -31,6 +31,7 @@ commands:
   report DIR              rebuild a sweep's results table and plot from DIR
   tune DIR --budget-ms MS best config of a sweep under a ms/query budget, cross-validated, with its command
   download NAME DIR       download a BEIR dataset (e.g. scifact) into DIR/NAME
+  verify [DIR] [--all]    check every cached artifact against its checksums (--all: rehash everything)
   eval RUN QRELS [-m M..] evaluate a TREC run file against qrels (no corpus needed)
 
 options:
@@ -118,51 +119,6 @@ def _download(args: list[str]) -> int:
     return 0
 
 
-_VALUE_FLAGS = {"-cd", "--config-dir", "-cn", "--config-name", "-cp", "--config-path", "-c", "--cfg", "-p",
-                "--package", "--experimental-rerun"}
-_NO_RUN_FLAGS = {"-h", "--help", "--hydra-help", "-i", "--info", "-c", "--cfg", "-sc", "--shell-completion"}
-
-
-def precheck_targets(args: list[str]) -> None:
-    """Compose the config as ``cascade run ARGS`` will, and check every ``_target_`` in it.
-
-    Hydra instantiates its callbacks and launcher before :func:`cascade.app.runner.run` is called,
-    so a config file (an experiment, a ``--config-dir``) naming another target there is refused
-    here, before Hydra starts. Composition errors are left for Hydra to report.
-    """
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.utils import create_config_search_path
-    from hydra.core.config_search_path import SearchPathQuery
-
-    options, overrides, multirun, it = {}, [], False, iter(args)
-    for arg in it:
-        flag, eq, value = arg.partition("=")
-        if flag in _NO_RUN_FLAGS:
-            return  # nothing is run
-        if flag in ("-m", "--multirun"):
-            multirun = True
-        elif flag in _VALUE_FLAGS:
-            options[flag] = value if eq else next(it, "")
-        elif arg.startswith("-"):
-            return  # a flag this check does not know: leave the run to Hydra
-        else:
-            overrides.append(arg)
-    path = create_config_search_path(f"pkg://{CONFIG_MODULE}")
-    config_dir = options.get("-cd") or options.get("--config-dir")
-    if config_dir:
-        path.prepend(provider="command-line", path=f"file://{Path(config_dir).expanduser().resolve()}",
-                     anchor=SearchPathQuery(provider="schema"))  # where Hydra puts --config-dir
-    name = options.get("-cn") or options.get("--config-name") or "config"
-    try:
-        cfg = ConfigLoaderImpl(config_search_path=path).load_configuration(
-            name, overrides, run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN)
-    except Exception:  # noqa: BLE001 - Hydra reports composition errors itself, with its own hints
-        return
-    check_targets(cfg)
-    check_targets(cfg, "hydra")
-    parse_baseline(OmegaConf.select(cfg, "sweep.baseline", default=None))  # a bad one fails before any job
-
-
 LAUNCHER_PLUGINS = {"joblib": ("hydra_joblib_launcher", "sweep"), "ray": ("hydra_ray_launcher", "sweep"),
                     "ray_cluster": ("hydra_ray_launcher", "sweep"), "submitit_local": ("hydra_submitit_launcher", "slurm"),
                     "submitit_slurm": ("hydra_submitit_launcher", "slurm")}
@@ -186,7 +142,9 @@ def _run(rest: list[str]) -> int:
     """``cascade run``: Hydra around :func:`cascade.app.runner.run`; a sweep's summary comes back in a file."""
     rest = normalise_baseline(rest)  # sweep.baseline=[pipeline=bm25] etc.: see cascade.app.baseline
     check_launcher(rest)
-    precheck_targets(rest)
+    cfg = precheck(rest)  # before Hydra starts: it builds callbacks and configures logging first
+    if cfg is not None:
+        parse_baseline(OmegaConf.select(cfg, "sweep.baseline", default=None))  # a bad one fails before any job
     folder = Path(tempfile.mkdtemp(prefix="cascade-report-"))
     report_file = folder / "report.json"
     try:
@@ -223,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
             return tune_main(rest)
         if command == "download":
             return _download(rest)
+        if command == "verify":
+            from cascade.app.verify_cmd import main as verify_main
+
+            return verify_main(rest)
         if command == "eval":
             from cascade.app.eval_cmd import main as eval_main
 

@@ -5,9 +5,14 @@ One discipline for every writer:
 * the key hashes content only (corpus fingerprint, model content hash, settings), never paths;
 * an artifact is built in a temporary folder and renamed into place, under a per-artifact
   lock (``<cache>/locks/``), so concurrent processes wait for the builder and then reuse its work;
-* ``meta.json`` records each file's size and a hash of evenly spaced blocks of it, checked at
-  every load (cheap: at most 4 MiB read per file); a damaged artifact is rebuilt by
-  :func:`ensure`, or reported with the folder to delete.
+* ``meta.json`` records each file's size and a full xxh3-128 hash of its bytes (computed at
+  publish, at ~8 GB/s), and a hash of itself. A file is hashed in full the first time it is
+  loaded in its current identity (device, inode, size, mtime, ctime), which is then recorded in
+  ``.verified.json`` beside it; later loads compare that identity only (one ``stat``). Any write
+  to a file changes its ctime, and a copy is a new file, so damage by a write, a copy or a sync
+  is always hashed before use; ``cascade verify --all`` rehashes everything (bit rot on a disk
+  that no write explains). A damaged artifact is rebuilt by :func:`ensure`, or reported with
+  the folder to delete.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -28,8 +34,9 @@ log = logging.getLogger(__name__)
 
 META = "meta.json"
 DEFAULT_CACHE_DIR = "~/.cache/cascade"
-_BLOCK = 1 << 16
-_BLOCKS = 64
+VERIFIED = ".verified.json"
+HASH = "xxh3_128"
+_READ = 8 << 20  # bytes hashed per read
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
@@ -49,19 +56,34 @@ def artifact_dir(cache_dir: str | os.PathLike | None, kind: str, **parts: Any) -
     return resolve_cache_dir(cache_dir) / kind / cache_key(**parts)
 
 
+def file_hash(path: Path) -> str:
+    """The xxh3-128 hex digest of the whole file (read in 8 MiB blocks)."""
+    import xxhash
+
+    digest = xxhash.xxh3_128()
+    buffer = bytearray(_READ)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as handle:
+        while n := handle.readinto(buffer):
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
 def file_stamp(path: Path) -> dict:
-    """Size and a hash of up to 64 evenly spaced 64 KiB blocks (the whole file when small)."""
-    size = path.stat().st_size
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        if size <= _BLOCK * _BLOCKS:
-            digest.update(handle.read())
-        else:
-            step = (size - _BLOCK) // (_BLOCKS - 1)
-            for i in range(_BLOCKS):
-                handle.seek(i * step)
-                digest.update(handle.read(_BLOCK))
-    return {"bytes": size, "sample_sha256": digest.hexdigest()}
+    """Size and full hash of a file, as ``meta.json`` records it."""
+    return {"bytes": path.stat().st_size, HASH: file_hash(path)}
+
+
+def _identity(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _meta_hash(meta: dict) -> str:
+    import xxhash
+
+    body = {k: v for k, v in meta.items() if k != "meta_" + HASH}
+    return xxhash.xxh3_128_hexdigest(json.dumps(body, sort_keys=True, default=str).encode())
 
 
 def read_meta(path: Path) -> dict:
@@ -72,8 +94,29 @@ def is_complete(path: Path) -> bool:
     return (path / META).is_file()
 
 
-def check(path: Path) -> dict:
-    """The verified ``meta.json`` of the artifact at ``path``; :class:`CorruptArtifactError` if damaged."""
+def _verified(path: Path) -> dict:
+    try:
+        data = json.loads((path / VERIFIED).read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _record_verified(path: Path, verified: dict) -> None:
+    from cascade.core.files import atomic_write_json
+
+    try:
+        atomic_write_json(path / VERIFIED, verified)
+    except OSError as err:  # a read-only cache: verified again at the next load
+        log.debug("could not record verified files in %s: %s", path, err)
+
+
+def check(path: Path, full: bool = False) -> dict:
+    """The verified ``meta.json`` of the artifact at ``path``; :class:`CorruptArtifactError` if damaged.
+
+    Each file is hashed in full unless its identity was recorded as verified with the same hash
+    (``full=True``: hash every file regardless).
+    """
     fix = f"delete {path} and run again to rebuild it"
     try:
         meta = read_meta(path)
@@ -81,15 +124,27 @@ def check(path: Path) -> dict:
         raise CorruptArtifactError(f"artifact {path} has no {META} (unfinished or damaged); {fix}") from None
     except (OSError, ValueError) as err:
         raise CorruptArtifactError(f"artifact {path}: unreadable {META} ({err}); {fix}") from None
-    files = meta.get("files")
-    if not isinstance(files, dict):
-        raise CorruptArtifactError(f"artifact {path}: {META} lists no file checksums (old format?); {fix}")
+    files = meta.get("files") if isinstance(meta, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(f, dict) and HASH in f for f in files.values()):
+        raise CorruptArtifactError(f"artifact {path}: {META} lists no full checksums (built by an older "
+                                   f"cascade, or damaged); {fix}")
+    if meta.get("meta_" + HASH) != _meta_hash(meta):
+        raise CorruptArtifactError(f"artifact {path}: {META} does not match its own checksum (damaged); {fix}")
+    verified, changed, started = ({} if full else _verified(path)), False, time.perf_counter()
     for name, stamp in files.items():
         target = path / name
         if not target.is_file():
             raise CorruptArtifactError(f"artifact {path}: {name} is missing; {fix}")
-        if file_stamp(target) != stamp:
+        identity = _identity(target)
+        if verified.get(name) == {"identity": identity, HASH: stamp[HASH]}:
+            continue
+        if identity[2] != stamp["bytes"] or file_hash(target) != stamp[HASH]:
             raise CorruptArtifactError(f"artifact {path}: {name} does not match its checksum (damaged); {fix}")
+        verified[name], changed = {"identity": identity, HASH: stamp[HASH]}, True
+    if changed:
+        seconds = time.perf_counter() - started
+        log.log(logging.INFO if seconds > 1 else logging.DEBUG, "verified %s in full (%.1f s)", path, seconds)
+        _record_verified(path, {n: v for n, v in verified.items() if n in files})
     return meta
 
 
@@ -129,10 +184,16 @@ def locked(path: Path) -> Iterator[None]:
 
 
 def _finish(tmp: Path, meta: dict) -> None:
-    files = {p.name: file_stamp(p) for p in sorted(tmp.iterdir()) if p.is_file() and p.name != META}
-    (tmp / META).write_text(json.dumps({**meta, "files": files}, indent=2, default=str) + "\n", encoding="utf-8")
-    for p in tmp.iterdir():
-        os.chmod(p, FILE_MODE)
+    """Hash every file of a finished build into ``meta.json``, and record them as verified."""
+    names = sorted(p.name for p in tmp.iterdir() if p.is_file() and p.name not in (META, VERIFIED))
+    for name in names:
+        os.chmod(tmp / name, FILE_MODE)  # before hashing: a chmod changes the ctime of the identity
+    files = {name: file_stamp(tmp / name) for name in names}
+    full = json.loads(json.dumps({**meta, "files": files}, default=str))  # the hash covers what is read back
+    full["meta_" + HASH] = _meta_hash(full)
+    (tmp / META).write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
+    os.chmod(tmp / META, FILE_MODE)
+    _record_verified(tmp, {name: {"identity": _identity(tmp / name), HASH: files[name][HASH]} for name in names})
 
 
 def publish(path: Path, build: Callable[[Path], dict | None], meta: dict) -> dict:

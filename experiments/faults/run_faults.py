@@ -199,6 +199,21 @@ def _randomize(npy: Path) -> None:
     arr[...] = np.random.default_rng(0).standard_normal(arr.shape).astype(arr.dtype)
     arr.flush()
 
+def _flip(npy: Path, where: float) -> None:
+    """Flip one bit of the byte at fraction ``where`` of the file, then put its mtime back."""
+    st = npy.stat()
+    offset = min(int(st.st_size * where), st.st_size - 1)
+    with npy.open("r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([byte ^ 1]))
+    os.utime(npy, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+def _edit_meta(folder: Path, **changes) -> None:
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, **changes}, indent=2))
+
 DAMAGES = {  # name -> (artifact kind, what to do to its folder)
     "truncated tokens.npy": ("colbert", lambda a: os.truncate(a / "tokens.npy", (a / "tokens.npy").stat().st_size // 2)),
     "zeroed tokens.npy": ("colbert", lambda a: (a / "tokens.npy").write_bytes(bytes((a / "tokens.npy").stat().st_size))),
@@ -206,6 +221,9 @@ DAMAGES = {  # name -> (artifact kind, what to do to its folder)
     "deleted meta.json": ("colbert", lambda a: (a / "meta.json").unlink()),
     "garbled meta.json": ("colbert", lambda a: (a / "meta.json").write_text('{"files": {"tokens.npy": ')),
     "random values behind a valid .npy header (tokens.npy)": ("colbert", lambda a: _randomize(a / "tokens.npy")),
+    "one byte flipped in the middle of tokens.npy, mtime put back": ("colbert", lambda a: _flip(a / "tokens.npy", 0.5)),
+    "last byte of tokens.npy flipped": ("colbert", lambda a: _flip(a / "tokens.npy", 1.0)),
+    "meta.json edited (num_docs changed, still valid JSON)": ("colbert", lambda a: _edit_meta(a, num_docs=1)),
     "deleted bm25s vocab.index.json": ("bm25s", lambda a: (a / "vocab.index.json").unlink()),
     "deleted bm25s params.index.json": ("bm25s", lambda a: (a / "params.index.json").unlink()),
 }
@@ -481,8 +499,90 @@ def case10_content_identity():
     add("10 the tiny model copied to another path, same cache", p, p.rc == 0 and not p.encoded and same,
         f"'encoded N documents' lines: {p.encoded or 'none'}; metrics same: {same}", written(root / "run"))
 
+def case11_configs_run_no_code():
+    """Trust II: targets resolved (not spelled), logging configs, job environments, sweeps, pickled reruns."""
+    f, root = fixtures(), TMP / "c11"
+    made = root / "made"
+    (root / "conf" / "experiment").mkdir(parents=True)
+
+    def exp(name: str, text: str) -> list:
+        (root / "conf" / "experiment" / f"{name}.yaml").write_text("# @package _global_\n" + text)
+        return ["--config-dir", root / "conf", f"+experiment={name}"]
+    handler = lambda body: exp("log", f"hydra:\n  job_logging:\n    handlers:\n      h:\n{body}")  # noqa: E731
+    cases = [
+        ("11a `cascade.core.files.tempfile.mkdtemp` (a path through a module cascade imports)",
+         [f"stage.bm25.fusion={{_target_: cascade.core.files.tempfile.mkdtemp, dir: {made}}}"]),
+        ("11b `cascade.core.files.os.makedirs`", [f"stage.bm25.fusion={{_target_: cascade.core.files.os.makedirs, name: {made}}}"]),
+        ("11c `cascade.core.stage.np.savetxt` writing a .pth file",
+         [f"+dataset.x={{_target_: cascade.core.stage.np.savetxt, fname: {made}.pth, X: [1]}}"]),
+        ("11d cascade's own file writer `cascade.core.files.atomic_write_text`",
+         [f"+dataset.x={{_target_: cascade.core.files.atomic_write_text, path: {made}, text: x}}"]),
+        ("11e `_partial_: true` target", [f"stage.bm25.fusion={{_target_: cascade.core.files.os.makedirs, _partial_: true}}"]),
+        ("11f target in `_args_`", [f"stage.bm25.fusion={{_target_: cascade.Fusion, _args_: [{{_target_: cascade.core.files.os.makedirs, name: {made}}}]}}"]),
+        ("11g interpolated target", [f"+evil=cascade.core.files.os.makedirs", f"stage.bm25.fusion={{_target_: '${{evil}}', name: {made}}}"]),
+        ("11h experiment file: job_logging handler `\"()\": os.makedirs`",
+         handler(f"        \"()\": os.makedirs\n        name: {made}\n")),
+        ("11i experiment file: job_logging `class: logging.FileHandler` writing a .pth file",
+         handler(f"        class: logging.FileHandler\n        filename: {made}.pth\n")),
+        ("11j experiment file: hydra_logging formatter `\"()\": os.makedirs`",
+         exp("hlog", f"hydra:\n  hydra_logging:\n    formatters:\n      f:\n        \"()\": os.makedirs\n        name: {made}\n")),
+        ("11k `hydra.job.env_set` PYTHONPATH / LD_PRELOAD", ["+hydra.job.env_set.LD_PRELOAD=/tmp/x.so"]),
+        ("11l sweep whose second job names `os.makedirs` through an interpolation",
+         ["-m", "+evil=cascade.Fusion,cascade.core.files.os.makedirs", f"stage.bm25.fusion={{_target_: '${{evil}}'}}"]),
+        ("11m `--experimental-rerun` (loads a pickled config)", ["--experimental-rerun", root / "config.pickle"]),
+    ]
+    for i, (label, extra) in enumerate(cases):
+        for old in (*root.glob("made*"), root / "run", root / "sweep"):  # each case starts clean
+            shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+        p = cli(["run", "pipeline=bm25", f"dataset.path={f['tiny']}", f"hydra.run.dir={root / 'run'}",
+                 f"hydra.sweep.dir={root / 'sweep'}", *extra], root / "cache")
+        created = [x.name for x in root.glob("made*")]
+        started = (root / "run").exists() or (root / "sweep").exists()
+        one_line = p.err.strip().count("\n") == 0 and p.err.startswith("error: ")
+        add(label, p, p.rc == 2 and not created and not started and one_line and not p.tb,
+            f"created: {created or 'nothing'}; Hydra started: {started}; one-line error: {one_line}")
+    p = cli(["run", "pipeline=bm25", f"dataset.path={f['tiny']}", f"hydra.run.dir={root / 'ok'}"], root / "cache")
+    add("11n the shipped configs still run (Hydra's own logging, cascade's targets)", p,
+        p.rc == 0 and (root / "ok" / "metrics.json").is_file(), f"exit {p.rc}", written(root / "ok"))
+
+def case12_damage_between_sampled_blocks():
+    """A 48 MB artifact damaged between the blocks the old check sampled: the old stamp misses it."""
+    import hashlib
+    import numpy as np
+    from cascade.core.errors import CorruptArtifactError
+    from cascade.index import store
+
+    def old_stamp(path: Path) -> str:  # the sampled check of main 4748df0: 64 evenly spaced 64 KiB blocks
+        size, digest = path.stat().st_size, hashlib.sha256()
+        with path.open("rb") as h:
+            for i in range(64):
+                h.seek(i * ((size - (1 << 16)) // 63))
+                digest.update(h.read(1 << 16))
+        return digest.hexdigest()
+
+    root = TMP / "c12"
+    for where in ("start", "between sampled blocks", "end"):
+        path = root / where.replace(" ", "_")
+        store.ensure(path, lambda tmp: np.save(tmp / "x.npy", np.arange(6_000_000, dtype=np.int64)), {})
+        target = path / "x.npy"
+        size = target.stat().st_size
+        before = old_stamp(target)
+        offset = {"start": 200, "between sampled blocks": (size - (1 << 16)) // 63 // 2 + 7, "end": size - 1}[where]
+        _flip(target, offset / size)
+        t0 = time.perf_counter()
+        try:
+            store.check(path)
+            caught, msg = False, "loaded"
+        except CorruptArtifactError as err:
+            caught, msg = True, str(err)
+        ms = (time.perf_counter() - t0) * 1e3
+        add(f"12 one byte damaged {'at the ' if where != 'between sampled blocks' else ''}{where} of a 48 MB array file", Proc("store.check(path)", 0, err=msg),
+            caught, f"old sampled check would {'catch' if old_stamp(target) != before else 'MISS'} it; "
+            f"full check: {'caught' if caught else 'MISSED'} in {ms:.0f} ms", "-", msg)
+
 CASES = [case1_config_code_execution, case2_concurrent_builds, case3_stale_results, case4_damaged_cache,
-         case5_checkpoints, case6_run_files, case7_bad_input, case8_errors, case9_noise, case10_content_identity]
+         case5_checkpoints, case6_run_files, case7_bad_input, case8_errors, case9_noise, case10_content_identity,
+         case11_configs_run_no_code, case12_damage_between_sampled_blocks]
 
 def table() -> str:
     cell = lambda x: str(x).replace("|", "\\|").replace("\n", " ")  # noqa: E731
