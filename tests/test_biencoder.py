@@ -56,7 +56,7 @@ def test_vectors_are_cached_as_npy_with_meta_and_memory_mapped(model, corpus, tm
     first = BiEncoder(model=model, cache_dir=tmp_path, progress=False)
     first.prepare(corpus)
     (folder,) = (tmp_path / "dense").iterdir()
-    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "vectors.npy"]
+    assert sorted(p.name for p in folder.iterdir()) == [".verified.json", "meta.json", "vectors.npy"]
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["corpus"] == corpus.fingerprint and meta["num_docs"] == len(corpus) and meta["docs_per_second"] > 0
     assert isinstance(first._vectors, np.memmap) and first._vectors.shape == (len(corpus), 32)

@@ -125,7 +125,7 @@ def test_token_index_is_contiguous_fp16_with_offsets(models, corpus, tmp_path):
     assert index.offsets.dtype == np.int64 and len(index.offsets) == len(DOCS) + 1
     assert index.offsets[0] == 0 and index.offsets[-1] == len(index.tokens) and (index.lengths > 0).all()
     folder = next((tmp_path / "colbert").iterdir())
-    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "offsets.npy", "tokens.npy"]
+    assert sorted(p.name for p in folder.iterdir()) == [".verified.json", "meta.json", "offsets.npy", "tokens.npy"]
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["corpus"] == corpus.fingerprint and meta["format"] == "colbert_ai" and meta["doc_max_length"] == 20
 
@@ -204,6 +204,34 @@ def test_killed_build_resumes_and_equals_an_uninterrupted_one(models, tmp_path, 
     assert not list((tmp_path / "b" / "colbert").glob("*.partial"))
     assert np.array_equal(resumed._index.tokens, whole._index.tokens)
     assert np.array_equal(resumed._index.offsets, whole._index.offsets)
+
+
+def test_a_chunk_damaged_while_the_build_was_stopped_is_encoded_again(models, tmp_path, monkeypatch):
+    corpus = _many_docs()
+    model = str(models["colbert_ai"])
+    whole = ColBERT(model=model, cache_dir=tmp_path / "a", chunk_size=4, progress=False)
+    whole.prepare(corpus)
+    broken = ColBERT(model=model, cache_dir=tmp_path / "b", chunk_size=4, progress=False)
+    real, calls = broken.encoder.encode_docs, []
+    monkeypatch.setattr(broken.encoder, "encode_docs", lambda texts, cb=None: calls.append(1) or (
+        real(texts, cb) if len(calls) < 3 else (_ for _ in ()).throw(SystemExit("killed"))))
+    with pytest.raises(SystemExit):
+        broken.prepare(corpus)
+    (partial,) = (tmp_path / "b" / "colbert").glob("*.partial")
+    saved = sorted(partial.glob("0000000004.*.npy"))
+    assert saved, list(partial.iterdir())
+    with saved[0].open("r+b") as handle:  # one byte of the second saved chunk, behind the .npy header
+        handle.seek(saved[0].stat().st_size - 1)
+        last = handle.read(1)
+        handle.seek(saved[0].stat().st_size - 1)
+        handle.write(bytes([last[0] ^ 0xFF]))
+    calls.clear()
+    resumed = ColBERT(model=model, cache_dir=tmp_path / "b", chunk_size=4, progress=False)
+    real = resumed.encoder.encode_docs
+    monkeypatch.setattr(resumed.encoder, "encode_docs", lambda texts, cb=None: calls.append(len(texts)) or real(texts, cb))
+    resumed.prepare(corpus)
+    assert sum(calls) == len(corpus) - 4  # the damaged chunk again, with the ones never saved
+    assert np.array_equal(resumed._index.tokens, whole._index.tokens)
 
 
 def test_cache_is_reused_only_for_the_same_corpus_model_and_settings(models, tmp_path, monkeypatch):

@@ -173,9 +173,15 @@ def _resume_state(art: EncodedArtifact, corpus: Corpus) -> set[int]:
     done = set()
     for path in art.partial.glob("*.chunk.json"):
         try:
-            done.add(int(json.loads(path.read_text(encoding="utf-8"))["start"]))
-        except (OSError, ValueError, KeyError):
+            marker = json.loads(path.read_text(encoding="utf-8"))
+            start = int(marker["start"])
+        except (OSError, ValueError, KeyError, TypeError):
             log.warning("ignoring unreadable chunk marker %s", path)
+            continue
+        if store.chunk_is_intact(path.with_name(path.name[:-len(".chunk.json")]), marker):
+            done.add(start)
+        else:
+            log.warning("chunk %s of the partial build is damaged or incomplete: encoding it again", path.name)
     return done
 
 
@@ -211,7 +217,7 @@ def _encode_and_assemble(group: Sequence[EncodedArtifact], corpus: Corpus, engin
             if s not in done[id(art)]:
                 base = _chunk_base(art, s)
                 art.save_chunk(base, enc)  # arrays first, then the marker: a chunk counts once both are there
-                atomic_write_json(base.with_suffix(".chunk.json"), {"start": s, "end": e, "truncated": enc.truncated})
+                store.write_chunk_marker(base, {"start": s, "end": e, "truncated": enc.truncated})
 
     start = time.perf_counter()
     with tqdm(total=len(corpus), initial=resumed, desc=f"encoding corpus ({kinds}, {engine.name})", unit="doc",

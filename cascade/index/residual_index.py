@@ -134,7 +134,6 @@ class ResidualIndexArtifact(EncodedArtifact):
         import shutil
         import time
 
-        from cascade.core.files import atomic_write_json
         from cascade.index import store
         from cascade.index.encoding import _chunk_base, _resume_state
 
@@ -151,7 +150,7 @@ class ResidualIndexArtifact(EncodedArtifact):
             lo, hi = int(source.offsets[s]), int(source.offsets[e])
             enc = Encoded(None, np.asarray(source.tokens[lo:hi], np.float32), np.diff(source.offsets[s:e + 1]))
             self.save_chunk(base, enc)
-            atomic_write_json(base.with_suffix(".chunk.json"), {"start": s, "end": e, "truncated": 0})
+            store.write_chunk_marker(base, {"start": s, "end": e, "truncated": 0})
         seconds = time.perf_counter() - start
         log.info("compressed %d token vectors from %s in %.1f s", int(source.offsets[-1]),
                  self.token_source.path.name, seconds)

@@ -86,6 +86,30 @@ def _meta_hash(meta: dict) -> str:
     return xxhash.xxh3_128_hexdigest(json.dumps(body, sort_keys=True, default=str).encode())
 
 
+def write_chunk_marker(base: Path, info: dict) -> None:
+    """Mark a saved chunk of a resumable build as done: its files' sizes and hashes, then ``info``.
+
+    The chunk's files are ``<base>.<part>.npy``; :func:`chunk_is_intact` checks them on resume,
+    so a chunk damaged while a build was stopped is encoded again, never assembled.
+    """
+    from cascade.core.files import atomic_write_json
+
+    files = {p.name: file_stamp(p) for p in sorted(base.parent.glob(base.name + ".*.npy"))}
+    atomic_write_json(base.with_suffix(".chunk.json"), {**info, "files": files})
+
+
+def chunk_is_intact(base: Path, marker: dict) -> bool:
+    """Whether every file a chunk marker lists is there with its size and hash."""
+    files = marker.get("files")
+    if not isinstance(files, dict) or not files:
+        return False
+    for name, stamp in files.items():
+        target = base.parent / name
+        if not target.is_file() or target.stat().st_size != stamp.get("bytes") or file_hash(target) != stamp.get(HASH):
+            return False
+    return True
+
+
 def read_meta(path: Path) -> dict:
     return json.loads((path / META).read_text(encoding="utf-8"))
 
