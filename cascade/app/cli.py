@@ -28,6 +28,7 @@ USAGE = """usage: cascade <command> [args]
 commands:
   run [key=value ...]     run a pipeline (Hydra overrides; -m for a sweep, --help for the config)
   index [key=value ...]   build (or reuse) every index the configured pipeline needs, without evaluating
+  serve [key=value ...]   serve the configured pipeline over HTTP: /search, /rerank, a search page (--help)
   report DIR              rebuild a sweep's results table and plot from DIR
   tune DIR --budget-ms MS best config of a sweep under a ms/query budget, cross-validated, with its command
   download NAME DIR       download a BEIR dataset (e.g. scifact) into DIR/NAME
@@ -173,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
             from cascade.app.index_cmd import main as index_main
 
             return index_main(rest)
+        if command == "serve":
+            from cascade.app.serve_cmd import main as serve_main
+
+            return serve_main(rest)
         if command == "report":
             return _report(rest)
         if command == "tune":
