@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,5 +150,11 @@ def main(args: Sequence[str]) -> int:
         return 2
     print(f"cascade serve: http://{opts.host}:{opts.port}/ (pipelines: {', '.join(app.state.searchers)}; "
           f"API docs at /docs)", flush=True)
+    signal.signal(signal.SIGTERM, _stopped)  # uvicorn shuts down gracefully, then re-raises SIGTERM: exit 0 then
     uvicorn.run(app, host=opts.host, port=opts.port, log_level="warning", timeout_graceful_shutdown=30)
     return 0
+
+
+def _stopped(signum: int, frame) -> None:
+    print("cascade serve: stopped", flush=True)
+    raise SystemExit(0)

@@ -101,13 +101,14 @@ def serve_on_ray(spec: ServeSpec, replicas: int, host: str, port: int, address: 
     for overrides in [[*spec.overrides, f"pipeline={p}"] for p in spec.pipelines] or [list(spec.overrides)]:
         compose_config(overrides)  # a bad config fails here, before any replica starts
     ray, _ = import_serve()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops as Ctrl-C does
     private = address is None and not ray.is_initialized()
     try:
         start(spec, replicas, host, port, address)
     except Exception as err:  # noqa: BLE001 - a replica that cannot build the app: say why, stop what started
         stop(private)
         raise CascadeError(f"Ray Serve could not deploy the app: {type(err).__name__}: {err}") from None
+    # after ray.init, whose own SIGTERM handler would abort the process: SIGTERM stops as Ctrl-C does
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         print(f"cascade serve (Ray Serve, {replicas} replicas): http://{host}:{port}/ (API docs at /docs)",
               flush=True)

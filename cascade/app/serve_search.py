@@ -2,8 +2,8 @@
 and the request statistics ``GET /stats`` reports.
 
 A :class:`Searcher` wraps any object with ``search(queries, k) -> list[Ranking]`` (what
-``pipeline.index(corpus)`` returns). For a bound :class:`~cascade.core.stage.Pipeline` it runs
-:meth:`Pipeline.run` over the queries instead, which ranks exactly as ``search`` does and also
+``pipeline.index(corpus)`` returns). For a bound stage or :class:`~cascade.core.stage.Pipeline` it
+runs :meth:`Pipeline.run` over the queries instead, which ranks exactly as ``search`` does and also
 records the per-stage trace (candidates kept, seconds); any other object answers without a trace.
 Every call into the wrapped object holds one lock, so stages never run in two threads at once.
 """
@@ -21,7 +21,7 @@ import numpy as np
 from cascade.app.batching import Batcher, BatchInfo
 from cascade.core.candidates import PAD, Batch
 from cascade.core.search import Ranking, _ranking
-from cascade.core.stage import Pipeline, leaf_stages
+from cascade.core.stage import Pipeline, Stage, leaf_stages
 
 WINDOW = 10_000  # latency samples kept per series (the most recent ones)
 
@@ -90,14 +90,16 @@ class Searcher:
         self.name, self.target = name, target
         self.stats = stats or Stats()
         self.corpus = getattr(target, "_search_corpus", None)  # what Stage.index(corpus) bound
-        self.traced = isinstance(target, Pipeline) and self.corpus is not None
+        self.traced = isinstance(target, Stage) and self.corpus is not None
+        # a single bound stage runs as a one-stage pipeline: the same ranking, with its trace
+        self._pipeline = target if isinstance(target, Pipeline) or not self.traced else Pipeline([target], name=name)
         self._lock = threading.Lock()
         self.batcher = Batcher(self.run, cut_answer, max_batch, max_wait_ms, on_batch=self._record,
                                name=f"batcher-{name}")
 
     def describe(self) -> dict[str, Any]:
         """Name, stages (name and k), documents: what ``/health`` lists and the page shows."""
-        stages = leaf_stages(self.target.stages) if isinstance(self.target, Pipeline) else []
+        stages = leaf_stages([self.target]) if isinstance(self.target, Stage) else []
         return {"name": self.name, "stages": [{"name": s.name, "k": s.k} for s in stages],
                 "documents": len(self.corpus) if self.corpus is not None else None,
                 "max_batch": self.batcher.max_batch, "max_wait_ms": 1000 * self.batcher.max_wait_s}
@@ -115,7 +117,7 @@ class Searcher:
                 return [Answer(r) for r in rankings], [{"stage": "search", "k": k,
                                                          "ms": 1000 * (time.perf_counter() - start), "phases_ms": {}}]
             corpus = self.corpus
-            run = self.target.run(Batch(tuple(queries), corpus))
+            run = self._pipeline.run(Batch(tuple(queries), corpus))
         cands = run.candidates.topk(k)
         kept = np.stack([(t.candidates.doc_idx != PAD).sum(axis=1) for t in run.stages], axis=1)
         answers = [Answer(_ranking(q, idx, sc, corpus.ids, corpus.texts), tuple(int(n) for n in kept[row]))
