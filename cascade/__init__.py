@@ -36,8 +36,20 @@ __all__ = [
 __all__ += ["apply", "FunctionStage", "Hit", "Ranking", "UnionFusion"]
 
 # app-layer exports, imported on first use so that `import cascade` stays light (pandas, statistics)
-_LAZY = {"Experiment": "cascade.app.experiment"}
+_LAZY = {"Experiment": "cascade.app.experiment", "load": "cascade.saved", "SavedIndex": "cascade.saved"}
 __all__ += list(_LAZY)
+
+
+def _save(stage, path, **options):
+    """``Stage.save``: the core calls the saved-index layer (above the stages) through this slot."""
+    from cascade.saved import save
+
+    return save(stage, path, **options)
+
+
+import cascade.core.stage as _stage  # noqa: E402
+
+_stage.SAVE_HOOK = _save
 
 
 def __getattr__(name: str):

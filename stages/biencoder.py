@@ -108,7 +108,8 @@ class BiEncoder(Stage):
         with timed("encode"):
             queries = self.query_vectors(batch.query_texts)
         with timed("score"):
-            idx, scores = topk_dot(queries, self._vectors, k or len(batch.corpus), self.retrieval_chunk)
+            idx, scores = topk_dot(queries, self._vectors, k or len(batch.corpus), self.retrieval_chunk,
+                                   allowed=batch.row_mask)  # a filtered search, a saved index's deletions
         empty = np.array([not t.strip() for t in batch.query_texts], bool)
         idx[empty], scores[empty] = -1, -np.inf  # an empty query matches nothing
         return Candidates(idx, scores).topk(k)

@@ -80,10 +80,14 @@ class BM25(Stage):
         self._model = None
         self._doc_terms = None  # scipy CSC (docs x vocab) for rank_bm25's "matches any term" mask
         self._vocab: dict[str, int] = {}
+        # a saved index (cascade.saved) with deletions: the model's rows are the corpus rows _rows of _num_rows
+        self._rows: np.ndarray | None = None
+        self._num_rows = 0
 
     # --- indexing ---------------------------------------------------------------------
     def load(self, corpus: Corpus, artifacts: list) -> None:
         """Build (once, cached under a lock) or load the index for ``corpus``."""
+        self._rows = None  # the model covers every row of ``corpus``
         settings = {"corpus": corpus.fingerprint, **self.tokenizer.settings()}
         if self.backend == "bm25s":
             settings.update(method=self.method, k1=self.k1, b=self.b, delta=self.delta)
@@ -143,8 +147,13 @@ class BM25(Stage):
 
     # --- scoring ------------------------------------------------------------------------
     def _full_scores(self, tokens: list[str]) -> np.ndarray:
-        """Scores of every document for one tokenized query."""
-        return np.asarray(self._model.get_scores(tokens), dtype=np.float32)
+        """Scores of every document (corpus row) for one tokenized query."""
+        scores = np.asarray(self._model.get_scores(tokens), dtype=np.float32)
+        if self._rows is None:
+            return scores
+        full = np.zeros(self._num_rows, np.float32)
+        full[self._rows] = scores
+        return full
 
     def _matches(self, tokens: list[str], scores: np.ndarray) -> np.ndarray:
         """Which documents contain at least one query term."""
@@ -159,13 +168,15 @@ class BM25(Stage):
         with timed("encode"):
             queries = self.tokenizer(batch.query_texts)
         rows_idx, rows_sc = [], []
+        allowed = batch.row_mask  # a filtered search, or a saved index's deletions: masked before the top k
         with timed("score"):
             for tokens in queries:
                 if not tokens:
                     rows_idx.append([]), rows_sc.append([])
                     continue
                 scores = self._full_scores(tokens)
-                hits = np.flatnonzero(self._matches(tokens, scores))
+                matches = self._matches(tokens, scores)
+                hits = np.flatnonzero(matches if allowed is None else matches & allowed)
                 if k is not None and len(hits) > k:
                     hits = hits[top_k_indices(scores[hits], k)]  # ties at the cutoff: lowest doc index
                 rows_idx.append(hits), rows_sc.append(scores[hits])

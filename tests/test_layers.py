@@ -8,7 +8,7 @@ from conftest import REPO
 
 # lower number = lower layer; a module may import its own layer or lower ones
 LAYERS = {"cascade.core": 0, "cascade.kernels": 0, "cascade.encoders": 1, "cascade.index": 2,
-          "cascade.stages": 3, "cascade.app": 4, "cascade.testing": 4}
+          "cascade.stages": 3, "cascade.saved": 4, "cascade.app": 4, "cascade.testing": 4}
 SOURCES = {"cascade": REPO / "cascade", "cascade.stages": REPO / "stages"}
 
 

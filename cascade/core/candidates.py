@@ -101,6 +101,17 @@ class Candidates:
             width = min(width, k)
         return Candidates(doc_idx[:, :width], scores[:, :width])
 
+    def restrict(self, allowed: np.ndarray) -> "Candidates":
+        """These candidates without the documents ``allowed`` (bool, one per corpus row) excludes; order kept."""
+        keep = (self.doc_idx != PAD) & allowed[np.maximum(self.doc_idx, 0)]
+        if keep.all() or not self.doc_idx.size:
+            return self
+        order = np.argsort(~keep, axis=1, kind="stable")  # kept entries first, in their order
+        doc_idx = np.take_along_axis(np.where(keep, self.doc_idx, PAD), order, axis=1)
+        scores = np.take_along_axis(np.where(keep, self.scores, np.float32(-np.inf)), order, axis=1)
+        width = int(keep.sum(axis=1).max(initial=0))
+        return Candidates(doc_idx[:, :width], scores[:, :width])
+
     def check_within(self, num_docs: int) -> None:
         """Raise if any candidate index is outside a corpus of ``num_docs`` documents."""
         if self.doc_idx.size and self.doc_idx.max() >= num_docs:
@@ -113,18 +124,31 @@ class Candidates:
 
 @dataclass(frozen=True)
 class Batch:
-    """What one stage hands the next: the queries, the corpus and the current candidates."""
+    """What one stage hands the next: the queries, the corpus and the current candidates.
+
+    ``allowed`` (bool, one per corpus row; None: every row) is a filtered search's set of documents.
+    Together with the corpus's own ``live`` rows (a saved index's documents not deleted, when it has
+    any deletions) it makes :attr:`row_mask`: retrieving stages rank only those rows, and candidates
+    outside it are dropped whenever a batch is made, so no stage ever sees them.
+    """
 
     query_texts: tuple[str, ...]
     corpus: "Corpus"
     candidates: Candidates | None = None
     query_ids: tuple[str, ...] = field(default=())
+    allowed: np.ndarray | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "query_texts", tuple(self.query_texts))
         object.__setattr__(self, "query_ids", tuple(self.query_ids))
         if self.query_ids and len(self.query_ids) != len(self.query_texts):
             raise ValueError("query_ids and query_texts differ in length")
+        if self.allowed is not None:
+            allowed = np.asarray(self.allowed)
+            if allowed.dtype != bool or allowed.shape != (len(self.corpus),):
+                raise ValueError(f"allowed must be a bool array with one entry per corpus row ({len(self.corpus)}), "
+                                 f"got {allowed.dtype} {allowed.shape}")
+            object.__setattr__(self, "allowed", allowed)
         if self.candidates is not None:
             if self.candidates.num_queries != len(self.query_texts):
                 raise ValueError(
@@ -132,6 +156,17 @@ class Batch:
                     f"{len(self.query_texts)} queries"
                 )
             self.candidates.check_within(len(self.corpus))
+            if self.row_mask is not None:
+                object.__setattr__(self, "candidates", self.candidates.restrict(self.row_mask))
+
+    @property
+    def row_mask(self) -> np.ndarray | None:
+        """Rows a stage may return: the corpus's live rows and the filter (None: every row)."""
+        if "_row_mask" not in self.__dict__:
+            live = getattr(self.corpus, "live", None)
+            mask = self.allowed if live is None else live if self.allowed is None else live & self.allowed
+            self.__dict__["_row_mask"] = mask
+        return self.__dict__["_row_mask"]
 
     @property
     def num_queries(self) -> int:
@@ -139,4 +174,4 @@ class Batch:
 
     def with_candidates(self, candidates: Candidates) -> "Batch":
         """A copy of this batch carrying new candidates."""
-        return Batch(self.query_texts, self.corpus, candidates, self.query_ids)
+        return Batch(self.query_texts, self.corpus, candidates, self.query_ids, self.allowed)

@@ -118,19 +118,61 @@ def _queries(query: Any) -> tuple[tuple[str, ...], bool]:
     raise DataError(f"a query must be a string or a list of strings, got {type(query).__name__}")
 
 
-def search(stage: "Stage", query: str | Sequence[str], k: int | None, corpus: Corpus) -> Ranking | list[Ranking]:
-    """Run ``stage`` for ``query`` (one string or a list) over ``corpus``; the top ``k`` of each query."""
+def search(stage: "Stage", query: str | Sequence[str], k: int | None, corpus: Corpus, subset: Any = None,
+           where: Mapping | None = None) -> Ranking | list[Ranking]:
+    """Run ``stage`` for ``query`` (one string or a list) over ``corpus``; the top ``k`` of each query.
+
+    ``subset`` (document ids) and ``where`` (metadata equalities, see :func:`allowed_rows`) restrict
+    every stage to those documents, the first stage included.
+    """
     from cascade.core.stage import check_k
 
     k = check_k(k, f"{stage.name}.search")
     texts, single = _queries(query)
     if not texts:
         return []
-    batch = stage.rerank(Batch(texts, corpus))
+    allowed = allowed_rows(corpus, subset, where)
+    if allowed is not None and not allowed.any():
+        out = [Ranking(q, ()) for q in texts]
+        return out[0] if single else out
+    batch = stage.rerank(Batch(texts, corpus, allowed=allowed))
     cands = batch.candidates.topk(k)
     out = [_ranking(q, row_idx, row_sc, corpus.ids, corpus.texts) for q, row_idx, row_sc in
            zip(texts, cands.doc_idx, cands.scores)]
     return out[0] if single else out
+
+
+def allowed_rows(corpus: Corpus, subset: Any = None, where: Mapping | None = None) -> np.ndarray | None:
+    """The rows a filtered search may return (bool per corpus row), None when unfiltered.
+
+    ``subset``: document ids (every one must be in the corpus). ``where``: ``{field: value}`` (or
+    ``{field: [values]}``, any of them) on each document's metadata, all fields matching; the corpus
+    must keep metadata (a saved index, :func:`cascade.load`). Both given: documents meeting both.
+    """
+    if subset is None and where is None:
+        return None
+    mask = np.ones(len(corpus), bool)
+    if subset is not None:
+        if isinstance(subset, (str, bytes)) or not isinstance(subset, (Sequence, set, frozenset, np.ndarray)):
+            raise DataError(f"subset must be a list of document ids, got {type(subset).__name__}")
+        index = corpus.index_of
+        ids = [str(i) for i in subset]
+        unknown = [i for i in ids if i not in index]
+        if unknown:
+            raise DataError(f"subset names {len(unknown)} document id(s) not in the corpus, e.g. "
+                            f"{', '.join(map(repr, unknown[:5]))}; give ids of indexed documents")
+        mask[:] = False
+        mask[np.fromiter((index[i] for i in ids), np.int64, len(ids))] = True
+    if where is not None:
+        if not isinstance(where, Mapping) or not where:
+            raise DataError(f"where must be a non-empty dict {{field: value}}, got {where!r}")
+        rows_where = getattr(corpus, "rows_where", None)
+        if rows_where is None:
+            raise DataError("where= filters on document metadata, which this corpus does not keep; save the "
+                            "index and open it with cascade.load(DIR) (documents added with metadata), or "
+                            "filter by ids with subset=")
+        mask &= rows_where(where)
+    return mask
 
 
 def _ranking(query: str, idx: np.ndarray, scores: np.ndarray, ids: Sequence[str], texts: Sequence[str]) -> Ranking:

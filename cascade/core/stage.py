@@ -21,6 +21,10 @@ from cascade.core.timing import collect, run_scope
 
 log = logging.getLogger(__name__)
 
+# Set by the cascade facade (cascade/__init__.py) to cascade.saved.save, which lives above the stages:
+# the core calls up only through this slot.
+SAVE_HOOK = None
+
 
 def check_positive(value: Any, what: str, allow_none: bool = True, null_means: str = "") -> int | None:
     """A positive integer setting (or None where allowed), else a ConfigError naming it."""
@@ -170,8 +174,13 @@ class Stage:
         self._search_corpus = corpus
         return self
 
-    def search(self, query: str | Sequence[str], k: int | None = 10, corpus: Any = None):
-        """The top ``k`` of the bound (or given) corpus: a :class:`~cascade.core.search.Ranking` (a list for many)."""
+    def search(self, query: str | Sequence[str], k: int | None = 10, corpus: Any = None, subset: Any = None,
+               where: Mapping | None = None):
+        """The top ``k`` of the bound (or given) corpus: a :class:`~cascade.core.search.Ranking` (a list for many).
+
+        ``subset`` (document ids) and ``where`` (``{field: value}`` on a saved index's metadata) restrict
+        every stage, the first included, to those documents (:func:`~cascade.core.search.allowed_rows`).
+        """
         from cascade.core.search import search
 
         if corpus is not None:
@@ -180,7 +189,14 @@ class Stage:
         if bound is None:
             raise ConfigError(f"{self.name}: no corpus to search; call .index(corpus) first, "
                               "or pass search(query, corpus=...)")
-        return search(self, query, k, bound)
+        return search(self, query, k, bound, subset, where)
+
+    def save(self, path: Any, **options: Any):
+        """Write this stage (or pipeline), indexed for its bound corpus, as a saved index folder ``path``;
+        returns it opened (:class:`cascade.saved.SavedIndex`). See :func:`cascade.saved.save`."""
+        if SAVE_HOOK is None:
+            raise ConfigError("saving needs the cascade package's saved-index layer (import cascade first)")
+        return SAVE_HOOK(self, path, **options)
 
     def rerank_texts(self, query: str | Sequence[str], docs: Any, k: int | None = None):
         """A :class:`~cascade.core.search.Ranking` of ``docs`` (texts, or dict id -> text), scored now, nothing

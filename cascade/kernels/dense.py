@@ -45,12 +45,20 @@ def _rank_key(scores: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 
 def topk_dot(query_vecs: np.ndarray, doc_vecs: np.ndarray, k: int, chunk_size: int = 32768,
-             query_block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+             query_block: int = 1024, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top ``k`` documents by dot product, scanning ``doc_vecs`` in chunks (bounded memory).
 
     Returns ``(doc_idx, scores)``, each (Q, min(k, N)), sorted by descending score; equal
-    scores are ordered (and cut at the k boundary) by ascending document index.
+    scores are ordered (and cut at the k boundary) by ascending document index. ``allowed``
+    (bool per document) ranks only those: the others score ``-inf`` before the top k (index -1
+    where fewer than k are allowed); when few are allowed only their vectors are read.
     """
+    if allowed is not None:
+        rows = np.flatnonzero(allowed)
+        if len(rows) <= len(allowed) // 4:  # a small subset: score its rows alone (same order, same ties)
+            idx, sc = topk_dot(query_vecs, doc_vecs[rows] if len(rows) else doc_vecs[:0], k, chunk_size,
+                               query_block)
+            return rows[idx] if len(rows) else idx, sc
     num_docs = doc_vecs.shape[0]
     k = max(0, min(k, num_docs))
     num_q = query_vecs.shape[0]
@@ -65,11 +73,16 @@ def topk_dot(query_vecs: np.ndarray, doc_vecs: np.ndarray, k: int, chunk_size: i
         for start in range(0, num_docs, chunk_size):
             chunk = np.asarray(doc_vecs[start:start + chunk_size], np.float32)
             idx = np.concatenate([idx, np.broadcast_to(np.arange(start, start + len(chunk)), (len(q), len(chunk)))], 1)
-            sc = np.concatenate([sc, q @ chunk.T], axis=1)
+            part = q @ chunk.T
+            if allowed is not None:
+                part[:, ~allowed[start:start + len(chunk)]] = -np.inf
+            sc = np.concatenate([sc, part], axis=1)
             if sc.shape[1] > k:
                 keep = np.argpartition(_rank_key(sc, idx), k - 1, axis=1)[:, :k]
                 idx, sc = np.take_along_axis(idx, keep, 1), np.take_along_axis(sc, keep, 1)
         order = np.argsort(_rank_key(sc, idx), axis=1)
         best_idx[qs:qs + len(q)] = np.take_along_axis(idx, order, 1)
         best_sc[qs:qs + len(q)] = np.take_along_axis(sc, order, 1)
+    if allowed is not None:
+        best_idx[np.isneginf(best_sc)] = -1
     return best_idx, best_sc

@@ -1,0 +1,211 @@
+"""Writing a saved index: the first generation from an indexed pipeline, and every later one.
+
+Each write checks its input first (document texts, metadata, ids against the live generation),
+then, holding the folder's writer lock: removes what a killed writer left, encodes only the new
+documents (one pass per distinct encoder pass, shared by the stages that use it, chunk by chunk),
+appends them to the docstore and to every stage's arrays, writes the files that are new in the next
+generation (the BM25 model, the inverted lists, the deletions), and commits it
+(:class:`~cascade.saved.txn.Txn`). The index object is then reopened on the new generation.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import cascade
+from cascade.core.data import Corpus
+from cascade.core.errors import ConfigError, DataError
+from cascade.core.stage import Pipeline, Stage
+from cascade.index import generations
+from cascade.index.appendable import load_file
+from cascade.index.crashpoints import crash_point
+from cascade.index.docstore import DocStore, DocWriter, StoredCorpus, copy_rows
+from cascade.saved import settings
+from cascade.saved.colbert_part import ResidualPart
+from cascade.saved.docs import Docs, _meta as check_meta, parse_docs
+from cascade.saved.index import SavedIndex, make_part
+from cascade.saved.txn import Txn, chain
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256  # documents encoded and appended per step
+
+
+def _encode_and_append(txn: Txn, parts, entries: list[dict], docs: Docs, store_parts: dict | None,
+                       live: np.ndarray) -> tuple[list[dict], dict | None]:
+    """Append ``docs`` to the docstore and every part (each encoder pass run once per chunk)."""
+    adders = [part.adder(txn, entry) for part, entry in zip(parts, entries)]
+    passes = {}
+    for part in parts:
+        passes.update(part.passes())
+    writer = None
+    if docs.ids:
+        writer = DocWriter(txn.root, store_parts, txn.epoch)
+        txn.appenders += list(writer.apps.values())
+    for s in range(0, len(docs.ids), CHUNK):
+        texts = docs.texts[s:s + CHUNK]
+        encoded = {key: doc_pass.encode(texts, None) for key, doc_pass in passes.items()}
+        writer.add(docs.ids[s:s + CHUNK], texts, docs.metas[s:s + CHUNK])
+        for adder in adders:
+            adder.add(texts, encoded)
+        crash_point("chunk appended")
+    new_entries = [adder.finish(live) for adder in adders]
+    return new_entries, (writer.finish() if writer is not None else store_parts)
+
+
+def _deleted_spec(txn: Txn, base: dict | None, live: np.ndarray, changed: bool) -> dict | None:
+    if live.all():
+        return None
+    if not changed and base is not None:
+        return base.get("deleted")
+    return txn.save(txn.name("docs", "deleted"), np.flatnonzero(~live).astype(np.int64))
+
+
+def save(stage: Stage, path: str | Path, metadata: Mapping | None = None) -> SavedIndex:
+    """Write ``stage`` (a pipeline or one stage), indexed with ``.index(corpus)``, as a new index folder.
+
+    ``metadata``: ``{doc_id: {field: value}}`` for :meth:`SavedIndex.search`'s ``where=`` filters. The
+    folder is built beside ``path`` and renamed into place, so it exists whole or not at all.
+    """
+    corpus = getattr(stage, "_search_corpus", None)
+    if corpus is None:
+        raise ConfigError(f"{stage.name}: index a corpus before saving: pipe.index(corpus).save(DIR)")
+    if getattr(corpus, "live", None) is not None:
+        raise ConfigError("this index has deleted documents; compact() it first, or copy its folder as it is "
+                          "(cp -r / rsync)")
+    pipeline = stage if isinstance(stage, Pipeline) else Pipeline([stage])
+    shape, leaves = settings.describe_pipeline(pipeline)
+    records = [settings.describe_stage(s) for s in leaves]
+    if metadata is not None:
+        unknown = [k for k in metadata if str(k) not in corpus.index_of]
+        if unknown:
+            raise DataError(f"metadata names documents not in the corpus: {', '.join(map(repr, unknown[:5]))}")
+    metas = {str(k): check_meta(v, str(k)) for k, v in (metadata or {}).items()}
+    path = Path(path).expanduser().absolute()
+    if path.exists():
+        raise DataError(f"{path} already exists; save into a new folder (or delete that one first)")
+    pipeline.prepare(corpus)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.saving-"))
+    try:
+        txn = Txn(tmp, None)
+        writer = DocWriter(tmp, None, 0)
+        txn.appenders += list(writer.apps.values())
+        for s in range(0, len(corpus), 4096):
+            ids = corpus.ids[s:s + 4096]
+            writer.add(ids, corpus.texts[s:s + 4096], [metas.get(i) for i in ids])
+        store_parts = writer.finish()
+        parts = [make_part(i, s) for i, s in enumerate(leaves)]
+        entries = [part.export(txn, corpus) for part in parts]
+        meta = {"format": generations.FORMAT, "format_version": generations.FORMAT_VERSION,
+                "cascade_version": cascade.__version__, "created": time.time(), "uuid": uuid.uuid4().hex,
+                "pipeline": shape, "stages": records, "parts": [e["kind"] for e in entries]}
+        generations.write_json(tmp / generations.INDEX, meta)
+        txn.commit({"rows": len(corpus), "docstore": store_parts, "deleted": None, "stages": entries,
+                    "fingerprint": corpus.fingerprint, "op": {"op": "save", "added": len(corpus)}})
+        tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("saved an index of %d documents to %s", len(corpus), path)
+    return SavedIndex(path)
+
+
+def _check_ids(index: SavedIndex, op: str, docs: Docs | None, ids: list[str], missing: str) -> list[str]:
+    known = index.corpus.index_of
+    if op == "add":
+        taken = [i for i in docs.ids if i in known]
+        if taken:
+            raise DataError(f"{len(taken)} document id(s) are already in the index, e.g. "
+                            f"{', '.join(map(repr, taken[:5]))}; use index.update(docs) to replace them")
+        return []
+    gone = [i for i in ids if i not in known]
+    if gone and (op == "update" or missing != "ignore"):
+        raise DataError(f"{len(gone)} document id(s) are not in the index, e.g. {', '.join(map(repr, gone[:5]))}"
+                        + ("; add new documents with index.add(docs)" if op == "update" else
+                           "; check the ids, or pass missing='ignore'"))
+    if gone:
+        log.warning("%d of the ids to delete are not in the index (skipped), e.g. %s", len(gone), gone[:5])
+    return [i for i in ids if i in known]
+
+
+def write(index: SavedIndex, op: str, docs: Any = None, metadata: Mapping | None = None, ids: Any = None,
+          missing: str = "error", timeout: float | None = 60.0) -> None:
+    """``add``, ``update`` or ``delete`` as one new generation of ``index`` (see the module docstring)."""
+    if missing not in ("error", "ignore"):
+        raise ConfigError(f"missing must be 'error' or 'ignore', got {missing!r}")
+    parsed = parse_docs(docs, metadata) if op in ("add", "update") else Docs([], [], [])
+    if op == "delete":
+        if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+            raise DataError(f"delete takes a list of document ids, got {type(ids).__name__}")
+        ids = list(dict.fromkeys(str(i) for i in ids))
+        if not ids:
+            raise DataError("no document ids to delete")
+    else:
+        ids = list(parsed.ids) if op == "update" else []
+    with generations.writer_lock(index.root, timeout):
+        index.refresh()
+        drop = _check_ids(index, op, parsed, ids, missing)
+        if op == "delete" and not drop:
+            return
+        base, corpus = index.manifest, index.corpus
+        live = np.ones(len(corpus), bool) if corpus.live is None else corpus.live.copy()
+        dead = np.fromiter((corpus.index_of[i] for i in drop), np.int64, len(drop))
+        live[dead] = False
+        live = np.concatenate([live, np.ones(len(parsed.ids), bool)])
+        if not live.any():
+            raise DataError("this would delete every document of the index; an index keeps at least one "
+                            "(save a new index instead)")
+        generations.cleanup(index.root, base)  # files a killed writer left
+        txn = Txn(index.root, base)
+        try:
+            entries, store_parts = _encode_and_append(txn, index.parts, base["stages"], parsed, base["docstore"],
+                                                      live)
+            manifest = {"rows": len(live), "docstore": store_parts,
+                        "deleted": _deleted_spec(txn, base, live, bool(len(dead))), "stages": entries,
+                        "fingerprint": chain(base["fingerprint"], op, parsed.ids, parsed.texts, dead.tolist()),
+                        "op": {"op": op, "added": len(parsed.ids), "deleted": len(dead)}}
+            txn.commit(manifest)
+        finally:
+            txn.close()
+        index.open_generation()
+    log.info("%s: generation %d: %d added, %d deleted; %d documents", index.root, index.generation,
+             len(parsed.ids), len(dead), index.corpus.num_live)
+
+
+def compact(index: SavedIndex, retrain: bool = False, timeout: float | None = 60.0) -> None:
+    """Rewrite every array without deleted rows (and, with ``retrain``, retrain compressed codecs)."""
+    with generations.writer_lock(index.root, timeout):
+        index.refresh()
+        base, corpus = index.manifest, index.corpus
+        if corpus.live is None and not retrain:
+            log.info("%s has no deleted documents: nothing to compact", index.root)
+            return
+        keep = np.arange(len(corpus)) if corpus.live is None else np.flatnonzero(corpus.live)
+        generations.cleanup(index.root, base)
+        txn = Txn(index.root, base, new_epoch=True)
+        try:
+            store_parts, apps = copy_rows(index.root, base["docstore"], keep, txn.epoch)
+            txn.appenders += apps
+            compacted = StoredCorpus(DocStore(index.root, store_parts), None, chain(base["fingerprint"], "compact",
+                                                                                   rows=keep.tolist()))
+            entries = []
+            for part, entry in zip(index.parts, base["stages"]):
+                if retrain and isinstance(part, ResidualPart):
+                    entries.append(part.retrain(txn, entry, compacted))
+                else:
+                    entries.append(part.compact(txn, entry, keep))
+            txn.commit({"rows": len(keep), "docstore": store_parts, "deleted": None, "stages": entries,
+                        "fingerprint": compacted.fingerprint,
+                        "op": {"op": "compact", "retrain": bool(retrain), "dropped": len(corpus) - len(keep)}})
+        finally:
+            txn.close()
+        index.open_generation()
+    log.info("%s: compacted into generation %d (%d documents)", index.root, index.generation, len(keep))
