@@ -63,6 +63,11 @@ def test_token_from_option_or_environment(monkeypatch):
     assert parse(["--no-batching", "--max-batch", "16"])[0].max_batch == 1
 
 
+def test_overrides_and_options_in_any_order():
+    spec, opts = parse(["a=1", "--port", "9001", "b=2", "--pipeline", "bm25", "c=3"])
+    assert spec.overrides == ("a=1", "b=2", "c=3") and spec.pipelines == ("bm25",) and opts.port == 9001
+
+
 def test_several_pipelines_share_one_corpus(tiny_beir):
     spec = ServeSpec((f"dataset.path={tiny_beir}",), ("bm25", "bm25_rescore"))
     searchers = build_searchers(spec)

@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def parse(args: Sequence[str]) -> tuple[ServeSpec, argparse.Namespace]:
     """The spec and the options of ``cascade serve ARGS``; a CascadeError for bad arguments."""
-    opts = _parser().parse_args(list(args))
+    opts = _parser().parse_intermixed_args(list(args))  # overrides before, between or after options
     if len(opts.args) == 1 and "=" not in opts.args[0] and Path(opts.args[0]).is_dir():
         # the saved-index mode: `Searcher(name, cascade.load(DIR))` once the index issue provides cascade.load
         raise CascadeError(f"cascade serve DIR serves a saved index, and saved indexes are not available yet "
