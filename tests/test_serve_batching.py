@@ -58,10 +58,11 @@ class Recorder:
     def __init__(self, fail_on: str | None = None, delay: float = 0.0):
         self.calls: list[list[str]] = []
         self.fail_on, self.delay = fail_on, delay
-        self.gate = threading.Event()
+        self.gate, self.entered = threading.Event(), threading.Event()
         self.gate.set()
 
     def __call__(self, queries, k):
+        self.entered.set()  # the worker holds a batch: what is submitted now queues
         self.gate.wait(10)
         time.sleep(self.delay)
         self.calls.append(list(queries))
@@ -79,7 +80,7 @@ def test_batches_never_exceed_max_batch_and_a_large_request_runs_alone():
     run.gate.clear()  # hold the worker so that everything below queues up
     batcher = Batcher(run, cut, max_batch=4, max_wait_ms=50)
     first = batcher.submit(["hold"], 1)
-    time.sleep(0.05)
+    assert run.entered.wait(10)
     futures = [batcher.submit([f"q{i}"], 10 + i) for i in range(6)] + [batcher.submit(["a", "b", "c", "d", "e"], 3)]
     run.gate.set()
     results = [f.result(10) for f in futures]
@@ -107,7 +108,7 @@ def test_a_failed_batch_fails_its_requests_and_the_worker_goes_on():
     run.gate.clear()
     batcher = Batcher(run, cut, max_batch=8, max_wait_ms=50)
     hold = batcher.submit(["hold"], 1)
-    time.sleep(0.05)
+    assert run.entered.wait(10)
     bad, good = batcher.submit(["bad"], 1), batcher.submit(["good"], 1)
     run.gate.set()
     hold.result(10)

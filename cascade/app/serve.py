@@ -3,10 +3,11 @@
 :func:`create_app` takes one or more :class:`~cascade.app.serve_search.Searcher` (bound pipelines
 behind a batcher) and returns a FastAPI app. Request bodies are pydantic models whose limits
 come from :class:`Limits`, so bad input is refused with a 422 naming the field before any work.
-With a token set, ``/search``, ``/rerank`` and ``/stats`` need ``Authorization: Bearer TOKEN``;
-``/``, ``/health`` and the OpenAPI docs (``/docs``) stay open. FastAPI and uvicorn are the
+With a token set, ``/search``, ``/rerank``, ``/stats`` and the write endpoints (``/documents``: add,
+replace, delete, for a saved index) need ``Authorization: Bearer TOKEN``; ``/``, ``/health`` and
+the OpenAPI docs (``/docs``) stay open. FastAPI and uvicorn are the
 optional extra ``serve``, imported here only. (No ``from __future__ import annotations``: FastAPI
-reads the endpoints' annotations, which name models defined inside :func:`create_app`.)
+reads the endpoints' annotations, which name the models :func:`~cascade.app.serve_models.models` makes.)
 """
 import asyncio
 import hmac
@@ -14,10 +15,10 @@ import logging
 import os
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Any, Sequence
 
+from cascade.app.serve_models import Limits, models
 from cascade.app.serve_search import Answer, Searcher, Stats
 from cascade.core.errors import CascadeError
 
@@ -35,93 +36,6 @@ def import_fastapi():
     except ImportError:
         raise CascadeError(f"cascade serve needs FastAPI and uvicorn, which are not installed: {INSTALL_HINT}") from None
     return fastapi
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for (larger requests get a 422 naming the field)."""
-
-    max_k: int = 1000
-    max_queries: int = 64
-    max_query_chars: int = 2000
-    max_docs: int = 1000
-    max_doc_chars: int = 100_000
-
-
-def _models(limits: Limits, names: Sequence[str]):
-    """The request and response models, with this server's limits and pipeline names in their schema."""
-    from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
-    from typing_extensions import Annotated
-
-    Query = Annotated[str, StringConstraints(min_length=1, max_length=limits.max_query_chars,
-                                             pattern=r"\S")]  # not blank
-    Doc = Annotated[str, StringConstraints(max_length=limits.max_doc_chars)]
-    K = Annotated[StrictInt, Field(ge=1, le=limits.max_k)]
-    Name = Literal[tuple(names)]  # type: ignore[valid-type]
-
-    class SearchRequest(BaseModel):
-        """Either ``query`` or ``queries``; the top ``k`` of each from ``pipeline`` (default: the first)."""
-
-        model_config = ConfigDict(extra="forbid")
-        query: Optional[Query] = None
-        queries: Optional[Annotated[list[Query], Field(min_length=1, max_length=limits.max_queries)]] = None
-        k: K = 10
-        pipeline: Optional[Name] = None
-
-        @model_validator(mode="after")
-        def one_of(self):
-            if (self.query is None) == (self.queries is None):
-                raise ValueError("give exactly one of 'query' (a string) or 'queries' (a list of strings)")
-            return self
-
-    class RerankRequest(BaseModel):
-        """``docs`` (a list of texts, or an object id -> text) ranked for ``query``; the top ``k`` (default all)."""
-
-        model_config = ConfigDict(extra="forbid")
-        query: Query
-        docs: Union[Annotated[list[Doc], Field(min_length=1, max_length=limits.max_docs)],
-                    Annotated[dict[str, Doc], Field(min_length=1, max_length=limits.max_docs)]]
-        k: Optional[K] = None
-        pipeline: Optional[Name] = None
-
-    class HitOut(BaseModel):
-        id: str
-        score: float
-        text: str
-        rank: int
-        index: int
-
-    class StageOut(BaseModel):
-        stage: str
-        k: Optional[int]
-        kept: Optional[int] = Field(None, description="candidates this stage kept for this query")
-        ms: float = Field(description="the stage's wall time for the whole batch this query ran in")
-        phases_ms: dict[str, float] = {}
-
-    class QueryResult(BaseModel):
-        query: str
-        hits: list[HitOut]
-        stages: list[StageOut]
-
-    class BatchOut(BaseModel):
-        queries: int
-        requests: int
-        queue_ms: float
-        run_ms: float
-
-    class SearchResponse(BaseModel):
-        pipeline: str
-        results: list[QueryResult]
-        batch: BatchOut
-        ms: float
-
-    class RerankResponse(BaseModel):
-        pipeline: str
-        query: str
-        hits: list[HitOut]
-        ms: float
-
-    return SearchRequest, RerankRequest, SearchResponse, RerankResponse
 
 
 def _hits(ranking) -> list[dict]:
@@ -171,7 +85,7 @@ def create_app(searchers: Sequence[Searcher], token: str | None = None, limits: 
     if len(by_name) != len(searchers):
         raise CascadeError(f"pipeline names must differ, got {[s.name for s in searchers]}")
     stats = stats or searchers[0].stats
-    SearchRequest, RerankRequest, SearchResponse, RerankResponse = _models(limits, list(by_name))
+    m = models(limits, list(by_name))
 
     @asynccontextmanager
     async def lifespan(app):
@@ -191,7 +105,7 @@ def create_app(searchers: Sequence[Searcher], token: str | None = None, limits: 
             raise HTTPException(401, detail="missing or wrong token: send the header 'Authorization: Bearer TOKEN'",
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    protected = [Depends(authorize)]
+    protected = writers = [Depends(authorize)]  # with a token set: every endpoint but the page, /health, /docs
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -220,8 +134,8 @@ def create_app(searchers: Sequence[Searcher], token: str | None = None, limits: 
                 "pipelines": [s.describe() for s in searchers],
                 "limits": {k: getattr(limits, k) for k in limits.__dataclass_fields__}}
 
-    @app.post("/search", response_model=SearchResponse, dependencies=protected)
-    async def search(body: SearchRequest):
+    @app.post("/search", response_model=m.SearchResponse, dependencies=protected)
+    async def search(body: m.SearchRequest):
         """The top ``k`` documents per query, with each stage's candidates kept and milliseconds."""
         start = time.perf_counter()
         searcher = by_name[body.pipeline or searchers[0].name]
@@ -236,8 +150,8 @@ def create_app(searchers: Sequence[Searcher], token: str | None = None, limits: 
                 "batch": {"queries": info.queries, "requests": info.requests, "queue_ms": 1000 * info.wait_s,
                           "run_ms": 1000 * info.run_s}}
 
-    @app.post("/rerank", response_model=RerankResponse, dependencies=protected)
-    async def rerank(body: RerankRequest):
+    @app.post("/rerank", response_model=m.RerankResponse, dependencies=protected)
+    async def rerank(body: m.RerankRequest):
         """``docs`` ranked for ``query`` by the pipeline's stages (nothing cached); hits keep their ``index``."""
         start = time.perf_counter()
         searcher = by_name[body.pipeline or searchers[0].name]
@@ -248,6 +162,33 @@ def create_app(searchers: Sequence[Searcher], token: str | None = None, limits: 
         ms = 1000 * (time.perf_counter() - start)
         stats.add(f"request_ms.rerank.{searcher.name}", ms)
         return {"pipeline": searcher.name, "query": body.query, "hits": _hits(ranking), "ms": ms}
+
+    async def write(op: str, pipeline: str | None, changed: int, **kwargs: Any) -> dict[str, Any]:
+        start = time.perf_counter()
+        searcher = by_name[pipeline or searchers[0].name]
+        try:
+            state = await run_in_threadpool(searcher.write, op, **kwargs)
+        except Exception as err:  # noqa: BLE001
+            raise _error(err) from None
+        return {"pipeline": searcher.name, "changed": changed, "ms": 1000 * (time.perf_counter() - start), **state}
+
+    def _docs(body) -> list[dict]:
+        return [d.model_dump(exclude_none=True) for d in body.docs]
+
+    @app.post("/documents", response_model=m.WriteResponse, dependencies=writers)
+    async def add_documents(body: m.AddRequest):
+        """Add documents to the saved index (``cascade serve DIR``); searches see them from the next batch."""
+        return await write("add", body.pipeline, len(body.docs), docs=_docs(body))
+
+    @app.put("/documents", response_model=m.WriteResponse, dependencies=writers)
+    async def update_documents(body: m.AddRequest):
+        """Replace documents of the saved index by these versions (same ids)."""
+        return await write("update", body.pipeline, len(body.docs), docs=_docs(body))
+
+    @app.delete("/documents", response_model=m.WriteResponse, dependencies=writers)
+    async def delete_documents(body: m.DeleteRequest):
+        """Delete documents of the saved index by id."""
+        return await write("delete", body.pipeline, len(body.ids), ids=list(body.ids), missing=body.missing)
 
     @app.get("/stats", dependencies=protected)
     async def get_stats() -> dict[str, Any]:

@@ -1,11 +1,12 @@
-"""``cascade serve [options] [key=value ...]``: a configured pipeline, bound to its dataset's corpus, over HTTP.
+"""``cascade serve [options] [key=value ...]`` or ``cascade serve DIR``: a pipeline over HTTP.
 
 The config is the one ``cascade run`` / ``cascade index`` compose (``cascade.conf``, the same
 overrides, the same ``_target_`` checks). Each ``--pipeline NAME`` adds that pipeline config
 (the same overrides plus ``pipeline=NAME``); requests choose one by its name. Every pipeline
 is bound to the dataset's corpus with ``pipeline.index(corpus)`` (indexes built or reused from
 the cache; build them ahead with ``cascade index``) and served by uvicorn, or by Ray Serve
-with ``--ray``.
+with ``--ray``. ``cascade serve DIR [DIR ...]`` serves saved indexes instead (``cascade.load(DIR)``),
+each named by its folder, whose documents ``/documents`` can add, replace and delete.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Sequence
 
 from omegaconf import OmegaConf
 
-from cascade.app.serve import Limits
+from cascade.app.serve_models import Limits
 from cascade.app.serve_search import Searcher, Stats
 from cascade.core.errors import CascadeError, ConfigError
 
@@ -32,7 +33,8 @@ a search page at / and the OpenAPI docs at /docs. Overrides are those of `cascad
   cascade serve pipeline=bm25 dataset.path=/data/beir/nfcorpus
   cascade serve --pipeline bm25 --pipeline cascade --port 8080      # two pipelines, chosen per request
   cascade serve --ray --replicas 2                                  # Ray Serve, 2 replicas
-`cascade serve DIR` (a saved index folder) needs saved indexes, which this version does not have yet."""
+  cascade serve my-index                                            # a saved index folder (cascade index --out)
+With saved indexes, POST/PUT/DELETE /documents add, replace and delete documents."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class ServeSpec:
     max_wait_ms: float = 2.0
     token: str | None = None
     limits: Limits = field(default_factory=Limits)
+    indexes: tuple[str, ...] = ()  # saved index folders (cascade serve DIR ...), instead of a config
 
 
 def build_searchers(spec: ServeSpec, stats: Stats | None = None) -> list[Searcher]:
@@ -53,6 +56,14 @@ def build_searchers(spec: ServeSpec, stats: Stats | None = None) -> list[Searche
     from cascade.app.runner import build_dataset, build_pipeline
 
     stats = stats or Stats()
+    if spec.indexes:  # saved indexes: each one a ready pipeline over its own documents
+        import cascade
+
+        searchers = [Searcher(Path(d).name, cascade.load(d), spec.max_batch, spec.max_wait_ms, stats)
+                     for d in spec.indexes]
+        if len({s.name for s in searchers}) < len(searchers):
+            raise ConfigError(f"saved index folders must have different names, got {list(spec.indexes)}")
+        return searchers
     configs = [compose_config([*spec.overrides, f"pipeline={p}"]) for p in spec.pipelines] \
         or [compose_config(spec.overrides)]  # every config composed and checked before anything is built
     corpora: dict[str, object] = {}
@@ -107,15 +118,14 @@ def _parser() -> argparse.ArgumentParser:
 def parse(args: Sequence[str]) -> tuple[ServeSpec, argparse.Namespace]:
     """The spec and the options of ``cascade serve ARGS``; a CascadeError for bad arguments."""
     opts = _parser().parse_intermixed_args(list(args))  # overrides before, between or after options
-    if len(opts.args) == 1 and "=" not in opts.args[0] and Path(opts.args[0]).is_dir():
-        # the saved-index mode: `Searcher(name, cascade.load(DIR))` once the index issue provides cascade.load
-        raise CascadeError(f"cascade serve DIR serves a saved index, and saved indexes are not available yet "
-                           f"({opts.args[0]!r} is a folder, not a key=value override). Serve a config instead: "
-                           "cascade serve [key=value ...], e.g. cascade serve pipeline=bm25 "
-                           "dataset.path=/data/beir/scifact (indexes built with cascade index are reused)")
-    bad = [a for a in opts.args if "=" not in a]
+    folders = tuple(a for a in opts.args if "=" not in a and Path(a).is_dir())
+    if folders and (len(folders) < len(opts.args) or opts.pipeline):
+        raise ConfigError("cascade serve DIR [DIR ...] serves saved indexes as they were saved: give folders only, "
+                          "without key=value overrides or --pipeline")
+    bad = [a for a in opts.args if "=" not in a and a not in folders]
     if bad:
-        raise ConfigError(f"cascade serve takes key=value overrides, not {bad[0]!r}")
+        raise ConfigError(f"cascade serve takes key=value overrides or saved index folders, not {bad[0]!r} "
+                          "(no such folder)")
     for name in ("max_batch", "max_k", "max_queries", "replicas"):
         if getattr(opts, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(opts, name)}")
@@ -127,8 +137,9 @@ def parse(args: Sequence[str]) -> tuple[ServeSpec, argparse.Namespace]:
         raise ConfigError("--replicas needs --ray (one uvicorn process serves one replica)")
     token = opts.token if opts.token is not None else os.environ.get(TOKEN_ENV) or None
     limits = Limits(max_k=opts.max_k, max_queries=opts.max_queries)
-    spec = ServeSpec(tuple(opts.args), tuple(opts.pipeline), 1 if opts.no_batching else opts.max_batch,
-                     opts.max_wait_ms, token, limits)
+    spec = ServeSpec(() if folders else tuple(opts.args), tuple(opts.pipeline),
+                     1 if opts.no_batching else opts.max_batch, opts.max_wait_ms, token, limits,
+                     tuple(str(Path(f).resolve()) for f in folders))
     return spec, opts
 
 

@@ -98,7 +98,8 @@ def serve_on_ray(spec: ServeSpec, replicas: int, host: str, port: int, address: 
     """``cascade serve --ray``: deploy, then serve until SIGINT or SIGTERM; 0 when stopped."""
     from cascade.app.index_cmd import compose_config
 
-    for overrides in [[*spec.overrides, f"pipeline={p}"] for p in spec.pipelines] or [list(spec.overrides)]:
+    configs = [[*spec.overrides, f"pipeline={p}"] for p in spec.pipelines] or [list(spec.overrides)]
+    for overrides in [] if spec.indexes else configs:
         compose_config(overrides)  # a bad config fails here, before any replica starts
     ray, _ = import_serve()
     private = address is None and not ray.is_initialized()

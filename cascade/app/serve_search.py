@@ -89,19 +89,24 @@ class Searcher:
                  stats: Stats | None = None):
         self.name, self.target = name, target
         self.stats = stats or Stats()
-        self.corpus = getattr(target, "_search_corpus", None)  # what Stage.index(corpus) bound
         self.traced = isinstance(target, Stage) and self.corpus is not None
         # a single bound stage runs as a one-stage pipeline: the same ranking, with its trace
         self._pipeline = target if isinstance(target, Pipeline) or not self.traced else Pipeline([target], name=name)
+        self.writable = all(callable(getattr(target, op, None)) for op in ("add", "update", "delete", "refresh"))
         self._lock = threading.Lock()
         self.batcher = Batcher(self.run, cut_answer, max_batch, max_wait_ms, on_batch=self._record,
                                name=f"batcher-{name}")
+
+    @property
+    def corpus(self):
+        """The bound corpus (read each time: a saved index reopens on a new one after every write)."""
+        return getattr(self.target, "_search_corpus", None)
 
     def describe(self) -> dict[str, Any]:
         """Name, stages (name and k), documents: what ``/health`` lists and the page shows."""
         stages = leaf_stages([self.target]) if isinstance(self.target, Stage) else []
         return {"name": self.name, "stages": [{"name": s.name, "k": s.k} for s in stages],
-                "documents": len(self.corpus) if self.corpus is not None else None,
+                "documents": _live(self.corpus), "writable": self.writable,
                 "max_batch": self.batcher.max_batch, "max_wait_ms": 1000 * self.batcher.max_wait_s}
 
     def submit(self, queries: Sequence[str], k: int) -> Future:
@@ -111,6 +116,8 @@ class Searcher:
     def run(self, queries: Sequence[str], k: int) -> tuple[list[Answer], list[dict]]:
         """Search ``queries`` now (the batcher's call): one :class:`Answer` each, and the shared trace."""
         with self._lock:
+            if self.writable:
+                self.target.refresh()  # another process wrote a new generation: search that one
             if not self.traced:
                 start = time.perf_counter()
                 rankings = self.target.search(list(queries), k=k)
@@ -131,6 +138,17 @@ class Searcher:
         with self._lock:
             return self.target.rerank(query, docs, k=k)
 
+    def write(self, op: str, **kwargs: Any) -> dict[str, Any]:
+        """``add``, ``update`` or ``delete`` on a saved index (between two batches); its new size and generation."""
+        if not self.writable:
+            from cascade.core.errors import ConfigError
+
+            raise ConfigError(f"pipeline {self.name!r} searches a corpus bound from a config, which cannot change; "
+                              "serve a saved index (cascade serve DIR) to add or delete documents")
+        with self._lock:
+            getattr(self.target, op)(**kwargs)
+            return {"documents": _live(self.corpus), "generation": getattr(self.target, "generation", None)}
+
     def _record(self, info: BatchInfo, trace: list[dict]) -> None:
         self.stats.batch(self.name, info, trace)
 
@@ -143,3 +161,10 @@ def cut_answer(answer: Answer, k: int) -> Answer:
     if len(answer.ranking) <= k:
         return answer
     return Answer(Ranking(answer.ranking.query, answer.ranking.hits[:k]), answer.kept)
+
+
+def _live(corpus) -> int | None:
+    """Documents a corpus holds (a saved index's live ones), None without a corpus."""
+    if corpus is None:
+        return None
+    return int(getattr(corpus, "num_live", len(corpus)))
