@@ -13,6 +13,18 @@ is compressed as it is encoded, so neither the fp16 nor the fp32 vectors of the 
 are ever held or written. The sample comes from an already built fp16 token index of the same
 encoder pass when there is one (no extra encoding), else from encoding a random sample of
 documents. Written and read by this module alone.
+
+The centroids are float16, in the index and in the k-means cache (``colbert_centroids``), and the
+codec computes everything against those rounded values. ``assignment`` (``auto``, ``exact``,
+``coarse``; :mod:`cascade.kernels.assign`) chooses how tokens find their centroid and, with
+``coarse``, the two-level k-means (:mod:`cascade.kernels.kmeans`); it is part of the meta, hence
+of both cache keys.
+
+Memory (:mod:`cascade.index.residual_build`): the build holds at most the sample (float16, capped
+at ``SAMPLE_MAX_BYTES``), one chunk of the pass, the codec, and while assembling one chunk's codes
+plus ``IVF_BUDGET_BYTES`` of keys; the per-document arrays (lengths, offsets) are streamed to disk.
+Phases (sample, kmeans, buckets, assign, compress, save, assemble, ivf) are timed into the meta's
+``build_phases`` (wall and CPU seconds, peak RSS after each).
 """
 from __future__ import annotations
 
@@ -21,13 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from cascade.core.data import Corpus
 from cascade.core.errors import ConfigError, CorruptArtifactError
 from cascade.core.files import atomic_save_npy
 from cascade.encoders.sentence import DocPass, Encoded
 from cascade.index.encoding import EncodedArtifact
+from cascade.index.residual_build import PhaseClock, concat_npy, write_ivf, write_offsets
 from cascade.index.token_index import TokenIndexArtifact
+from cascade.kernels.assign import ASSIGNMENTS, resolve_assignment
 from cascade.kernels.bitpack import VALID_NBITS
 from cascade.kernels.residual import ResidualCodec, num_centroids_for, train_codec
 
@@ -35,7 +50,12 @@ log = logging.getLogger(__name__)
 
 CODEC_FILES = ("centroids", "bucket_cutoffs", "bucket_weights")
 # Part of every compressed index's cache key: bump it when the stored files change.
-FORMAT_VERSION = 2
+# 3: float16 centroids everywhere, residuals / buckets / norm deltas against the rounded centroids.
+FORMAT_VERSION = 3
+# Part of the k-means cache's key (colbert_centroids): 2: float16 centroids.
+CENTROIDS_FORMAT = 2
+# The codec's training sample is float16 and at most this many bytes (4,194,304 tokens at dim 384).
+SAMPLE_MAX_BYTES = 3 << 30
 
 
 @dataclass(frozen=True)
@@ -84,6 +104,14 @@ class ResidualIndex:
                 "num_centroids": self.codec.num_centroids}
 
 
+def check_assignment(assignment: object, owner: str = "colbert") -> str:
+    """``assignment``: auto, exact or coarse; anything else is a ConfigError."""
+    if assignment not in ASSIGNMENTS:
+        raise ConfigError(f"{owner}.assignment must be one of {', '.join(ASSIGNMENTS)} (how tokens find their "
+                          f"centroid: auto is exact up to 16,384 centroids, coarse-to-fine above), got {assignment!r}")
+    return str(assignment)
+
+
 def check_nbits(nbits: object, owner: str = "colbert") -> int | None:
     """``nbits``: None (the fp16 index) or 1, 2 or 4; anything else is a ConfigError."""
     if nbits is None:
@@ -100,7 +128,8 @@ class ResidualIndexArtifact(EncodedArtifact):
     Args beyond :class:`EncodedArtifact`: ``nbits``; ``num_centroids`` (None: colbert-ai's
     ``2**floor(log2(16 sqrt(tokens)))``); ``kmeans_niter`` (colbert-ai's default 4);
     ``points_per_centroid`` (training sample size per centroid, bounds the k-means cost);
-    ``token_source``: an fp16 token index of the same pass to sample from when already built.
+    ``assignment`` (auto, exact, coarse); ``token_source``: an fp16 token index of the same pass to
+    sample from when already built.
     """
 
     kind = "residual"
@@ -112,8 +141,10 @@ class ResidualIndexArtifact(EncodedArtifact):
         self.num_centroids = meta.get("num_centroids")
         self.kmeans_niter = int(meta.get("kmeans_niter", 4))
         self.points_per_centroid = int(meta.get("points_per_centroid", 32))
+        self.assignment = check_assignment(meta.get("assignment", "auto"))
         self.token_source, self.seed = token_source, seed
         self._codec: ResidualCodec | None = None
+        self._clock, self._bar = PhaseClock(), None
 
     # --- building -----------------------------------------------------------------------------
     def build_group(self, group, corpus: Corpus, engine=None) -> None:
@@ -146,9 +177,11 @@ class ResidualIndexArtifact(EncodedArtifact):
             base = _chunk_base(self, s)
             bases.append(base)
             if s in done:
+                self._bar.update(int(source.offsets[e] - source.offsets[s]))
                 continue
             lo, hi = int(source.offsets[s]), int(source.offsets[e])
-            enc = Encoded(None, np.asarray(source.tokens[lo:hi], np.float32), np.diff(source.offsets[s:e + 1]))
+            with self._clock("read"):
+                enc = Encoded(None, np.asarray(source.tokens[lo:hi], np.float32), np.diff(source.offsets[s:e + 1]))
             self.save_chunk(base, enc)
             store.write_chunk_marker(base, {"start": s, "end": e, "truncated": 0})
         seconds = time.perf_counter() - start
@@ -165,104 +198,146 @@ class ResidualIndexArtifact(EncodedArtifact):
         files = [self.partial / f"codec.{name}.npy" for name in CODEC_FILES]
         if all(f.is_file() for f in files):  # a resumed build keeps its codec
             centroids, cutoffs, weights = (np.load(f) for f in files)
-            self._codec = ResidualCodec(centroids.astype(np.float32), cutoffs, weights, self.nbits, centroids.shape[1])
-            return
-        sample, total_tokens = self._sample(corpus)
-        wanted = self.num_centroids or num_centroids_for(total_tokens)
-        if wanted > len(sample):
-            log.info("%s: %d centroids asked for but only %d sample tokens; training %d centroids",
-                     self.path.name, wanted, len(sample), len(sample))
-            wanted = len(sample)
-        centroids = self._centroids(corpus, sample, wanted, total_tokens)
-        codec = train_codec(sample, wanted, self.nbits, self.seed, self.kmeans_niter, centroids=centroids)
-        for name, array in zip(CODEC_FILES, (codec.centroids, codec.bucket_cutoffs, codec.bucket_weights)):
-            atomic_save_npy(self.partial / f"codec.{name}.npy", array)
-        self._codec = codec
+            with self._clock("buckets"):
+                self._codec = ResidualCodec(centroids.astype(np.float16), cutoffs, weights, self.nbits,
+                                            centroids.shape[1]).with_assignment(self.assignment, self.seed)
+        else:
+            with self._clock("sample"):
+                sample, total_tokens = self._sample(corpus)
+            wanted = self.num_centroids or num_centroids_for(total_tokens)
+            if wanted > len(sample):
+                log.info("%s: %d centroids asked for but only %d sample tokens; training %d centroids",
+                         self.path.name, wanted, len(sample), len(sample))
+                wanted = len(sample)
+            with self._clock("kmeans"):
+                centroids = self._centroids(corpus, sample, wanted, total_tokens)
+            with self._clock("buckets"):
+                codec = train_codec(sample, wanted, self.nbits, self.seed, self.kmeans_niter, centroids=centroids,
+                                    assignment=self.assignment)
+            del sample
+            for name, array in zip(CODEC_FILES, (codec.centroids, codec.bucket_cutoffs, codec.bucket_weights)):
+                atomic_save_npy(self.partial / f"codec.{name}.npy", array)
+            self._codec = codec
+        self._bar = tqdm(desc=f"assign + compress ({self._mode()} assignment)", unit="tok", unit_scale=True,
+                         disable=not self.progress, leave=False)
+
+    def _mode(self) -> str:
+        return resolve_assignment(self.assignment, self._codec.num_centroids)
+
+    def _centroid_settings(self) -> dict:
+        settings = {k: v for k, v in self.meta.items() if k not in ("nbits", "format_version")}
+        return {**settings, "centroids_format": CENTROIDS_FORMAT}
+
+    def centroids_dir(self, corpus: Corpus, count: int) -> Path:
+        """Where the k-means cache of ``count`` centroids for this index's settings lives."""
+        from cascade.index import store
+
+        return store.artifact_dir(self.path.parent.parent, "colbert_centroids", corpus=corpus.fingerprint,
+                                  seed=self.seed, count=count, **self._centroid_settings())
 
     def _centroids(self, corpus: Corpus, sample: np.ndarray, wanted: int, total_tokens: int) -> np.ndarray:
-        """k-means centroids, cached apart from ``nbits`` (indexes at 1, 2 and 4 bits share one k-means)."""
+        """k-means centroids (float16), cached apart from ``nbits`` (1, 2 and 4 bits share one k-means)."""
         from cascade.index import store
-        from cascade.kernels.residual import train_centroids
+        from cascade.kernels.kmeans import train_centroids
 
-        settings = {k: v for k, v in self.meta.items() if k not in ("nbits", "format_version")}
-        path = store.artifact_dir(self.path.parent.parent, "colbert_centroids", corpus=corpus.fingerprint,
-                                  seed=self.seed, count=wanted, **settings)
+        path, settings = self.centroids_dir(corpus, wanted), self._centroid_settings()
+        two_level = resolve_assignment(self.assignment, wanted) == "coarse"
 
         def build(tmp: Path) -> dict:
-            log.info("training %d centroids (k-means, %d iterations) on %d of ~%d token vectors", wanted,
-                     self.kmeans_niter, len(sample), total_tokens)
+            log.info("training %d centroids (%s k-means, %d iterations) on %d of ~%d token vectors", wanted,
+                     "two-level" if two_level else "flat", self.kmeans_niter, len(sample), total_tokens)
             rows = np.random.default_rng(self.seed).permutation(len(sample))
             held = min(int(0.05 * len(sample)), 50_000)  # as train_codec: buckets are fit on the rest
-            np.save(tmp / "centroids.npy", train_centroids(sample[np.sort(rows[:len(sample) - held])], wanted,
-                                                           self.seed, self.kmeans_niter))
-            return {"sample_tokens": len(sample)}
+            centroids = train_centroids(sample, wanted, self.seed, self.kmeans_niter, two_level=two_level,
+                                        progress=self.progress, rows=np.sort(rows[:len(sample) - held]))
+            np.save(tmp / "centroids.npy", centroids.astype(np.float16))
+            return {"sample_tokens": len(sample), "two_level": two_level}
 
         store.ensure(path, build, {**settings, "corpus": corpus.fingerprint, "count": wanted})
         return np.load(path / "centroids.npy")
 
     def _sample(self, corpus: Corpus) -> tuple[np.ndarray, int]:
-        """A bounded random sample of the corpus's token vectors (float32) and the corpus's token count."""
+        """A bounded random sample of the corpus's token vectors (float16) and the corpus's token count."""
         rng = np.random.default_rng(self.seed)
         if self.token_source is not None and self.token_source.is_built():
             index = self.token_source.open(corpus)
             total = len(index.tokens)
-            need = min(total, self.points_per_centroid * (self.num_centroids or num_centroids_for(total)))
+            need = self._sample_size(total, index.tokens.shape[1])
             rows = np.sort(rng.choice(total, size=need, replace=False))
             log.info("sampling %d token vectors from the fp16 index %s", need, self.token_source.path.name)
-            return np.asarray(index.tokens[rows], np.float32), total
+            return np.asarray(index.tokens[rows], np.float16), total
         order = rng.permutation(len(corpus))
         probe = order[: min(64, len(corpus))]
         first = self.doc_pass.encode([corpus.texts[i] for i in probe], None)
         per_doc = max(float(first.lengths.mean()), 1.0)
         total = int(per_doc * len(corpus))
-        need = min(total, self.points_per_centroid * (self.num_centroids or num_centroids_for(total)))
-        extra = order[len(probe): min(len(corpus), int(np.ceil(need / per_doc)))]
-        log.info("encoding a sample of %d documents to train the codec", len(probe) + len(extra))
-        parts = [first.tokens]
-        for s in range(0, len(extra), self.chunk_size):
-            parts.append(self.doc_pass.encode([corpus.texts[i] for i in extra[s:s + self.chunk_size]], None).tokens)
-        sample = np.concatenate(parts).astype(np.float32)
-        if len(sample) > need:
-            sample = sample[np.sort(rng.choice(len(sample), size=need, replace=False))]
-        return sample, total
+        need = min(self._sample_size(total, first.tokens.shape[1]), len(first.tokens) + total)
+        sample, filled, at = np.empty((need, first.tokens.shape[1]), np.float16), 0, len(probe)
+        log.info("encoding a sample of ~%d documents to train the codec", int(np.ceil(need / per_doc)))
+        with tqdm(total=need, desc="encoding the codec's sample", unit="tok", unit_scale=True,
+                  disable=not self.progress, leave=False) as bar:
+            tokens = first.tokens
+            while True:
+                take = min(len(tokens), need - filled)
+                sample[filled:filled + take] = tokens[:take]
+                filled += take
+                bar.update(take)
+                if filled >= need or at >= len(corpus):
+                    break
+                docs = order[at:at + self.chunk_size]
+                at += len(docs)
+                tokens = self.doc_pass.encode([corpus.texts[i] for i in docs], None).tokens
+        return sample[:filled], total
+
+    def _sample_size(self, total: int, dim: int) -> int:
+        want = self.points_per_centroid * (self.num_centroids or num_centroids_for(total))
+        cap = SAMPLE_MAX_BYTES // (2 * dim)
+        if want > cap:
+            log.info("codec sample capped at %d token vectors (%d wanted)", cap, want)
+        return int(min(total, want, cap))
 
     # --- the format --------------------------------------------------------------------------
     def save_chunk(self, base: Path, enc: Encoded) -> None:
-        codes, residuals = self._codec.compress(np.asarray(enc.tokens, np.float32))
-        atomic_save_npy(base.with_suffix(".codes.npy"), codes.astype(self._code_dtype()))
-        atomic_save_npy(base.with_suffix(".residuals.npy"), residuals)
-        atomic_save_npy(base.with_suffix(".norms.npy"), self._codec.norm_deltas(codes, residuals))
-        atomic_save_npy(base.with_suffix(".lengths.npy"), np.asarray(enc.lengths, np.int64))
+        tokens = np.asarray(enc.tokens, np.float32)
+        with self._clock("assign"):
+            codes = self._codec.assign(tokens)
+        with self._clock("compress"):
+            codes, residuals = self._codec.compress(tokens, codes=codes)
+            deltas = self._codec.norm_deltas(codes, residuals)
+        with self._clock("save"):
+            atomic_save_npy(base.with_suffix(".codes.npy"), codes.astype(self._code_dtype()))
+            atomic_save_npy(base.with_suffix(".residuals.npy"), residuals)
+            atomic_save_npy(base.with_suffix(".norms.npy"), deltas)
+            atomic_save_npy(base.with_suffix(".lengths.npy"), np.asarray(enc.lengths, np.int64))
+        if self._bar is not None:
+            self._bar.update(len(tokens))
 
     def _code_dtype(self) -> type:
         return np.uint16 if self._codec.num_centroids <= 1 << 16 else np.int32
 
     def assemble(self, out: Path, bases: list[Path], corpus: Corpus) -> dict:
-        from cascade.kernels.plaid import build_ivf
-
-        lengths = np.concatenate([np.load(b.with_suffix(".lengths.npy")) for b in bases])
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        total, width = int(offsets[-1]), self._codec.dim * self.nbits // 8
-        codes = np.lib.format.open_memmap(out / "codes.npy", "w+", self._code_dtype(), (total,))
-        residuals = np.lib.format.open_memmap(out / "residuals.npy", "w+", np.uint8, (total, width))
-        deltas = np.lib.format.open_memmap(out / "norm_deltas.npy", "w+", np.float16, (total,))
-        row = 0
-        for base in bases:
-            part_codes = np.load(base.with_suffix(".codes.npy"), mmap_mode="r")
-            codes[row:row + len(part_codes)] = part_codes
-            residuals[row:row + len(part_codes)] = np.load(base.with_suffix(".residuals.npy"), mmap_mode="r")
-            deltas[row:row + len(part_codes)] = np.load(base.with_suffix(".norms.npy"), mmap_mode="r")
-            row += len(part_codes)
-        codes.flush(), residuals.flush(), deltas.flush()
-        ivf_docs, ivf_offsets = build_ivf(codes, offsets, self._codec.num_centroids)
-        del codes, residuals, deltas
-        np.save(out / "offsets.npy", offsets)
-        np.save(out / "ivf_docs.npy", ivf_docs)
-        np.save(out / "ivf_offsets.npy", ivf_offsets)
-        np.save(out / "centroids.npy", self._codec.centroids.astype(np.float16))
-        np.save(out / "bucket_cutoffs.npy", self._codec.bucket_cutoffs)
-        np.save(out / "bucket_weights.npy", self._codec.bucket_weights)
-        return {"dim": self._codec.dim, "num_tokens": total, "num_centroids": self._codec.num_centroids}
+        if self._bar is not None:
+            self._bar.close()
+        code_dtype, width = self._code_dtype(), self._codec.dim * self.nbits // 8
+        with self._clock("assemble"):
+            parts = lambda kind: [b.with_suffix(f".{kind}.npy") for b in bases]  # noqa: E731
+            total = write_offsets(out / "offsets.npy", (np.load(p) for p in parts("lengths")), len(corpus))
+            shapes = [concat_npy(out / f"{name}.npy", parts(kind), dtype) for name, kind, dtype in (
+                ("codes", "codes", code_dtype), ("residuals", "residuals", np.uint8),
+                ("norm_deltas", "norms", np.float16))]
+            if shapes != [(total,), (total, width), (total,)]:
+                raise CorruptArtifactError(f"the saved chunks of {self.path} do not add up; delete "
+                                           f"{self.partial} and rebuild")
+            np.save(out / "centroids.npy", np.asarray(self._codec.centroids, np.float16))
+            np.save(out / "bucket_cutoffs.npy", self._codec.bucket_cutoffs)
+            np.save(out / "bucket_weights.npy", self._codec.bucket_weights)
+        with self._clock("ivf"):
+            chunks = ((np.load(c), np.load(n)) for c, n in zip(parts("codes"), parts("lengths")))
+            pairs = write_ivf(out, chunks, len(corpus), self._codec.num_centroids, self.partial / "ivf_keys.bin")
+        phases = self._clock.report()
+        log.info("%s build phases: %s", self.path.name, phases)
+        return {"dim": self._codec.dim, "num_tokens": total, "num_centroids": self._codec.num_centroids,
+                "ivf_pairs": pairs, "assignment_used": self._mode(), "build_phases": phases}
 
     def open(self, corpus: Corpus) -> ResidualIndex:
         meta = self.checked_meta(corpus)

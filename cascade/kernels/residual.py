@@ -1,9 +1,14 @@
 """ColBERTv2-style residual compression of token vectors (numpy + faiss, CPU).
 
 A token vector ``x`` is stored as the id of its nearest centroid (by inner product,
-``int32``) plus its residual ``x - centroid`` quantized per dimension to ``nbits``
-bits against ``2**nbits`` buckets, bit-packed into ``dim * nbits / 8`` bytes.
-Decompression adds the bucket weights to the centroid and renormalizes to unit length.
+``int32``; exact or coarse-to-fine, :mod:`cascade.kernels.assign`) plus its residual
+``x - centroid`` quantized per dimension to ``nbits`` bits against ``2**nbits`` buckets,
+bit-packed into ``dim * nbits / 8`` bytes. Decompression adds the bucket weights to the
+centroid and renormalizes to unit length.
+
+Trained codecs keep their centroids in float16, the dtype they are stored in: assignment,
+residuals, buckets and norm deltas are all computed against the same rounded centroids that
+decoding and scoring use (in float32 or bfloat16).
 
 The bit layout is colbert-ai's (see :mod:`cascade.kernels.bitpack`).
 """
@@ -13,12 +18,16 @@ import dataclasses
 import functools
 import logging
 import math
+from typing import Callable
 
-import faiss
 import numpy as np
 import torch
 
+from cascade.kernels.assign import CoarseAssigner, assign_exact, resolve_assignment
 from cascade.kernels.bitpack import bucket_bytes, byte_table, check_nbits
+from cascade.kernels.kmeans import train_centroids
+
+__all__ = ["ResidualCodec", "fit_buckets", "num_centroids_for", "train_centroids", "train_codec"]
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +52,20 @@ def num_centroids_for(num_tokens: int) -> int:
     return int(max(1, min(count, num_tokens)))
 
 
-def _normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero), in place for float arrays."""
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
-    return np.divide(x, norms, out=x, where=norms > 0)
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class ResidualCodec:
     """Centroids plus residual buckets; ``compress`` / ``decompress`` token vectors.
 
     centroids: (C, dim) unit rows (float32 or float16). bucket_cutoffs: (2**nbits - 1,)
     increasing thresholds. bucket_weights: (2**nbits,) value decoded for each bucket.
+    assigner: coarse-to-fine assignment over these centroids; None assigns exactly.
     """
     centroids: np.ndarray
     bucket_cutoffs: np.ndarray
     bucket_weights: np.ndarray
     nbits: int
     dim: int
+    assigner: CoarseAssigner | None = None
 
     def __post_init__(self) -> None:
         check_nbits(self.nbits, self.dim)
@@ -78,19 +83,26 @@ class ResidualCodec:
         """Stored bytes per token: 4 for the int32 code plus the packed residual."""
         return 4 + self.dim * self.nbits // 8
 
-    @functools.cached_property
-    def _index(self) -> faiss.IndexFlatIP:
-        index = faiss.IndexFlatIP(self.dim)
-        index.add(np.ascontiguousarray(self.centroids, dtype=np.float32))
-        return index
+    def with_assignment(self, mode: str, seed: int = 0) -> "ResidualCodec":
+        """This codec assigning by ``mode`` (``auto``, ``exact``, ``coarse``; see :mod:`cascade.kernels.assign`)."""
+        if resolve_assignment(mode, self.num_centroids) == "exact":
+            return dataclasses.replace(self, assigner=None)
+        if self.assigner is not None:
+            return self
+        return dataclasses.replace(self, assigner=CoarseAssigner.build(self._centroids32, seed=seed))
 
-    def assign(self, vectors: np.ndarray, chunk: int = ASSIGN_CHUNK) -> np.ndarray:
-        """(n,) int32 id of each row's nearest centroid by inner product (exact, chunked faiss)."""
-        index, codes = self._index, np.empty(len(vectors), np.int32)
-        for s in range(0, len(vectors), chunk):
-            block = np.ascontiguousarray(vectors[s:s + chunk], dtype=np.float32)
-            codes[s:s + len(block)] = index.search(block, 1)[1][:, 0]
-        return codes
+    def assign(self, vectors: np.ndarray, chunk: int | None = None,
+               progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """(n,) int32 id of each row's nearest centroid by inner product: exact (float32 over all
+        centroids) or, with an ``assigner``, coarse-to-fine. ``progress(rows)`` is called per chunk."""
+        if self.assigner is not None:
+            return self.assigner.assign(vectors, **({"chunk": chunk} if chunk else {}), progress=progress)
+        return assign_exact(vectors, self._centroids32, **({"chunk": chunk} if chunk else {}), progress=progress)
+
+    @functools.cached_property
+    def _centroids32(self) -> np.ndarray:
+        """The centroids as float32 (exactly the stored values, converted once)."""
+        return np.ascontiguousarray(self.centroids, dtype=np.float32)
 
     def compress(self, vectors: np.ndarray, codes: np.ndarray | None = None,
                  chunk: int = ASSIGN_CHUNK) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +113,7 @@ class ResidualCodec:
         """
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ValueError(f"vectors must be (n, {self.dim}), got {vectors.shape}")
-        codes = self.assign(vectors, chunk) if codes is None else np.asarray(codes, np.int32)
+        codes = self.assign(vectors) if codes is None else np.asarray(codes, np.int32)
         residuals = np.empty((len(vectors), self.dim * self.nbits // 8), np.uint8)
         cutoffs = torch.from_numpy(np.asarray(self.bucket_cutoffs, np.float32))
         for s in range(0, len(vectors), chunk):
@@ -222,21 +234,6 @@ class ResidualCodec:
         return out
 
 
-def train_centroids(sample: np.ndarray, num_centroids: int, seed: int = 0, niter: int = 20) -> np.ndarray:
-    """Spherical faiss k-means; (C, dim) float32 unit centroids, C <= len(sample)."""
-    sample = np.ascontiguousarray(sample, dtype=np.float32)
-    if len(sample) < num_centroids:
-        log.warning("sample has %d points, fewer than %d centroids: training %d centroids",
-                    len(sample), num_centroids, len(sample))
-        num_centroids = len(sample)
-    if num_centroids < 1:
-        raise ValueError("cannot train centroids on an empty sample")
-    kmeans = faiss.Kmeans(sample.shape[1], num_centroids, niter=niter, seed=seed, spherical=True,
-                          verbose=False)
-    kmeans.train(sample)
-    return _normalize(np.asarray(kmeans.centroids, np.float32).copy())
-
-
 def fit_buckets(residuals: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
     """colbert-ai's buckets from residual values (all dimensions pooled).
 
@@ -251,11 +248,14 @@ def fit_buckets(residuals: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarr
 
 
 def train_codec(sample: np.ndarray, num_centroids: int, nbits: int, seed: int = 0, niter: int = 20,
-                centroids: np.ndarray | None = None) -> ResidualCodec:
+                centroids: np.ndarray | None = None, assignment: str = "auto",
+                progress: bool = False) -> ResidualCodec:
     """Train a codec as colbert-ai: k-means on 95% of ``sample``, buckets on the heldout 5%.
 
     sample: (n, dim) float token vectors. ``centroids``: reuse already trained (C, dim)
-    centroids and only fit the buckets (e.g. one k-means for several ``nbits``).
+    centroids and only fit the buckets (e.g. one k-means for several ``nbits``). ``assignment``
+    (``auto``, ``exact``, ``coarse``): coarse also trains the centroids by the two-level k-means.
+    The centroids are rounded to float16 first (see the module docstring).
     Raises ValueError for nbits not in {1, 2, 4} or dim * nbits not divisible by 8.
     """
     sample = np.asarray(sample)
@@ -267,12 +267,14 @@ def train_codec(sample: np.ndarray, num_centroids: int, nbits: int, seed: int = 
     if heldout_size == 0:  # tiny sample: fit the buckets on the training points themselves
         heldout = train
     if centroids is None:
-        centroids = train_centroids(sample[np.sort(train)], num_centroids, seed, niter)
-    centroids = np.ascontiguousarray(centroids)
+        two_level = resolve_assignment(assignment, min(num_centroids, len(train))) == "coarse"
+        centroids = train_centroids(sample, num_centroids, seed, niter, two_level=two_level, progress=progress,
+                                    rows=np.sort(train))
+    centroids = np.ascontiguousarray(centroids, np.float16)
     probe = ResidualCodec(centroids, np.zeros(2 ** nbits - 1, np.float32), np.zeros(2 ** nbits, np.float32),
-                          nbits, sample.shape[1])
+                          nbits, sample.shape[1]).with_assignment(assignment, seed)
     held = np.asarray(sample[np.sort(heldout)], np.float32)
-    cutoffs, weights = fit_buckets(held - centroids[probe.assign(held)], nbits)
+    cutoffs, weights = fit_buckets(held - centroids[probe.assign(held)].astype(np.float32), nbits)
     log.info("codec: %d centroids, nbits=%d, cutoffs=%s, weights=%s", len(centroids), nbits,
              np.round(cutoffs, 4).tolist(), np.round(weights, 4).tolist())
     return dataclasses.replace(probe, bucket_cutoffs=cutoffs, bucket_weights=weights)

@@ -126,13 +126,16 @@ def _recall(got: np.ndarray, ref: np.ndarray, depth: int) -> float:
     return float(np.mean(out))
 
 
-def measure(index_dir: Path | None, num_queries: int, sub: int, seed: int, threads: int) -> dict:
+def measure(index_dir: Path | None, num_queries: int, sub: int, seed: int, threads: int, index=None) -> dict:
+    """The query table for SciFact (``index_dir`` None), a synth.py index in ``index_dir``, or an ``index``
+    the library opened (``library_build.py``; its files in ``index_dir``)."""
     import torch
     from cascade.kernels.maxsim import maxsim
     from cascade.kernels.plaid import default_search_params, exhaustive_search, plaid_search, prune_candidates
     _threads(threads)
     ds, c2 = _scifact(2)
-    index = c2._index if index_dir is None else open_index(index_dir)
+    library = index is not None
+    index = index if library else c2._index if index_dir is None else open_index(index_dir)
     warmed = _warm(index_dir) if index_dir is not None else None
     queries, mask = c2.encoder.encode_queries(ds.query_texts[:num_queries])
     queries, mask = np.asarray(queries, np.float32), np.asarray(mask, bool)
@@ -178,6 +181,8 @@ def measure(index_dir: Path | None, num_queries: int, sub: int, seed: int, threa
     nq = min(sub, len(queries))
     # the exhaustive top 100 is kept beside a synthetic index, so a re-measure reuses it (same queries)
     saved = index_dir / f"exhaustive_top100_q{nq}.npy" if index_dir is not None else None
+    if library:  # never add files to a library artifact's folder: beside it
+        saved = index_dir.parent / f"{index_dir.name}.exhaustive_top100_q{nq}.npy"
     la0, t = load_avg(), time.perf_counter()
     reused = saved is not None and saved.is_file()
     if reused:
@@ -230,7 +235,7 @@ def measure(index_dir: Path | None, num_queries: int, sub: int, seed: int, threa
         log.info("%d docs: rerank %d: %.1f ms/query (bound %.1f)", num_docs, n, ms,
                  row["fp32_matmul_bound_ms_per_query"])
     res["rerank"] = rerank
-    if index_dir is not None:  # after the timings: the exact assignment below is CPU-heavy
+    if index_dir is not None and not library:  # after the timings: the exact assignment below is CPU-heavy
         sys.path.insert(0, str(HERE))
         import synth
         _, c0 = _scifact(None)
