@@ -1,8 +1,10 @@
-"""Bounded-memory assembly of the compressed index, and the build's phase clock.
+"""Bounded-memory building blocks of the compressed index: the codec's sample, assembly, phase clock.
 
-Owned by :mod:`cascade.index.residual_index` (the format's one module): these helpers write its
-files from the saved chunks without holding anything corpus-sized in memory.
+Owned by :mod:`cascade.index.residual_index` (the format's one module): these helpers sample its
+training tokens and write its files from the saved chunks without holding anything corpus-sized.
 
+* :func:`codec_sample` draws the codec's training tokens into one preallocated float16 array,
+  from a cached fp16 token index or by encoding random documents chunk by chunk.
 * :func:`concat_npy` appends the chunks' ``.npy`` payloads into one ``.npy`` with plain file
   copies (``os.copy_file_range``): no memory map, so no dirty pages count in the builder's RSS.
 * :func:`write_ivf` builds the inverted lists (centroid -> sorted unique documents, as
@@ -14,19 +16,59 @@ files from the saved chunks without holding anything corpus-sized in memory.
 """
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
 
 # Bytes of int64 (code, doc) keys sorted at once when building the IVF.
 IVF_BUDGET_BYTES = 256 << 20
 # int64 keys read back per step of the IVF's second pass.
 READ_KEYS = 1 << 22
+
+
+def codec_sample(corpus, doc_pass, source, size_for: Callable[[int, int], int], chunk_size: int, seed: int,
+                 progress: bool) -> tuple[np.ndarray, int]:
+    """(float16 (n, dim) random token vectors of ``corpus``, its token count (estimated when encoding)).
+
+    ``source``: an opened fp16 :class:`~cascade.index.token_index.TokenIndex` of the same pass (rows
+    drawn at random), or None: random documents are encoded through ``doc_pass`` ``chunk_size`` at a
+    time until the sample is full. ``size_for(total_tokens, dim)`` says how many tokens to keep.
+    """
+    rng = np.random.default_rng(seed)
+    if source is not None:
+        total = len(source.tokens)
+        rows = np.sort(rng.choice(total, size=size_for(total, source.tokens.shape[1]), replace=False))
+        return np.asarray(source.tokens[rows], np.float16), total
+    order = rng.permutation(len(corpus))
+    probe = order[: min(64, len(corpus))]
+    tokens = doc_pass.encode([corpus.texts[i] for i in probe], None).tokens
+    per_doc = max(len(tokens) / max(len(probe), 1), 1.0)
+    total = int(per_doc * len(corpus))
+    need = size_for(total, tokens.shape[1])
+    sample, filled, at = np.empty((need, tokens.shape[1]), np.float16), 0, len(probe)
+    log.info("encoding a sample of ~%d documents to train the codec", int(np.ceil(need / per_doc)))
+    with tqdm(total=need, desc="encoding the codec's sample", unit="tok", unit_scale=True, disable=not progress,
+              leave=False) as bar:
+        while True:
+            take = min(len(tokens), need - filled)
+            sample[filled:filled + take] = tokens[:take]
+            filled += take
+            bar.update(take)
+            if filled >= need or at >= len(corpus):
+                break
+            docs = order[at:at + chunk_size]
+            at += len(docs)
+            tokens = doc_pass.encode([corpus.texts[i] for i in docs], None).tokens
+    return sample[:filled], total
 
 
 def _payload(path: Path) -> tuple[int, tuple, np.dtype]:

@@ -40,7 +40,7 @@ from cascade.core.errors import ConfigError, CorruptArtifactError
 from cascade.core.files import atomic_save_npy
 from cascade.encoders.sentence import DocPass, Encoded
 from cascade.index.encoding import EncodedArtifact
-from cascade.index.residual_build import PhaseClock, concat_npy, write_ivf, write_offsets
+from cascade.index.residual_build import PhaseClock, codec_sample, concat_npy, write_ivf, write_offsets
 from cascade.index.token_index import TokenIndexArtifact
 from cascade.kernels.assign import ASSIGNMENTS, resolve_assignment
 from cascade.kernels.bitpack import VALID_NBITS
@@ -258,36 +258,12 @@ class ResidualIndexArtifact(EncodedArtifact):
 
     def _sample(self, corpus: Corpus) -> tuple[np.ndarray, int]:
         """A bounded random sample of the corpus's token vectors (float16) and the corpus's token count."""
-        rng = np.random.default_rng(self.seed)
-        if self.token_source is not None and self.token_source.is_built():
-            index = self.token_source.open(corpus)
-            total = len(index.tokens)
-            need = self._sample_size(total, index.tokens.shape[1])
-            rows = np.sort(rng.choice(total, size=need, replace=False))
-            log.info("sampling %d token vectors from the fp16 index %s", need, self.token_source.path.name)
-            return np.asarray(index.tokens[rows], np.float16), total
-        order = rng.permutation(len(corpus))
-        probe = order[: min(64, len(corpus))]
-        first = self.doc_pass.encode([corpus.texts[i] for i in probe], None)
-        per_doc = max(float(first.lengths.mean()), 1.0)
-        total = int(per_doc * len(corpus))
-        need = min(self._sample_size(total, first.tokens.shape[1]), len(first.tokens) + total)
-        sample, filled, at = np.empty((need, first.tokens.shape[1]), np.float16), 0, len(probe)
-        log.info("encoding a sample of ~%d documents to train the codec", int(np.ceil(need / per_doc)))
-        with tqdm(total=need, desc="encoding the codec's sample", unit="tok", unit_scale=True,
-                  disable=not self.progress, leave=False) as bar:
-            tokens = first.tokens
-            while True:
-                take = min(len(tokens), need - filled)
-                sample[filled:filled + take] = tokens[:take]
-                filled += take
-                bar.update(take)
-                if filled >= need or at >= len(corpus):
-                    break
-                docs = order[at:at + self.chunk_size]
-                at += len(docs)
-                tokens = self.doc_pass.encode([corpus.texts[i] for i in docs], None).tokens
-        return sample[:filled], total
+        source = self.token_source.open(corpus) if self.token_source is not None and self.token_source.is_built() \
+            else None
+        if source is not None:
+            log.info("sampling the codec's token vectors from the fp16 index %s", self.token_source.path.name)
+        return codec_sample(corpus, self.doc_pass, source, self._sample_size, self.chunk_size, self.seed,
+                            self.progress)
 
     def _sample_size(self, total: int, dim: int) -> int:
         want = self.points_per_centroid * (self.num_centroids or num_centroids_for(total))
