@@ -28,6 +28,7 @@ USAGE = """usage: cascade <command> [args]
 commands:
   run [key=value ...]     run a pipeline (Hydra overrides; -m for a sweep, --help for the config)
   index [key=value ...]   build (or reuse) every index the configured pipeline needs, without evaluating
+                          (--out DIR: save them as an index folder; index add|update|delete|compact|info DIR ...)
   serve [key=value ...]   serve the configured pipeline over HTTP: /search, /rerank, a search page (--help)
   report DIR              rebuild a sweep's results table and plot from DIR
   tune DIR --budget-ms MS best config of a sweep under a ms/query budget, cross-validated, with its command

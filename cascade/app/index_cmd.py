@@ -36,6 +36,7 @@ evaluating; the overrides are those of `cascade run`, e.g.
   cascade index pipeline=cascade dataset.path=/data/beir/nfcorpus
   cascade index encoding=ray encoding.num_workers=4             # encode on a private local Ray
   cascade index encoding=ray encoding.address=auto encoding.num_gpus_per_worker=1   # on a cluster
+  cascade index pipeline=cascade --out my-index      # and save them as a folder you own (cascade.load)
 """
 
 
@@ -128,18 +129,57 @@ def format_reports(reports: Sequence[ArtifactReport]) -> str:
             + (f"; in {Path(reports[0].path).parent.parent}" if reports else ""))
 
 
+def _out_option(args: Sequence[str]) -> tuple[list[str], str | None]:
+    """(the overrides, the folder of ``--out DIR`` / ``--out=DIR`` or None)."""
+    rest, out, i = [], None, 0
+    while i < len(args):
+        if args[i] == "--out" or args[i].startswith("--out="):
+            if args[i] == "--out" and i + 1 >= len(args):
+                raise ConfigError("--out needs a folder: cascade index [overrides] --out DIR")
+            out = args[i].split("=", 1)[1] if "=" in args[i] else args[i + 1]
+            i += 1 if "=" in args[i] else 2
+            continue
+        rest.append(args[i])
+        i += 1
+    return rest, out
+
+
+def save_index(cfg: DictConfig, out: str) -> tuple[list[ArtifactReport], Any]:
+    """``cascade index ... --out DIR``: build (or reuse) the artifacts, then save the pipeline as folder ``out``."""
+    from cascade.saved import save
+
+    check_targets(cfg)
+    pipeline, engine, dataset = build_pipeline(cfg), build_engine(cfg), build_dataset(cfg)
+    if Path(out).exists():
+        raise ConfigError(f"{out} already exists; save into a new folder (or delete that one first)")
+    reports = index_pipeline(pipeline, dataset.corpus, engine)
+    return reports, save(pipeline.index(dataset.corpus), out)
+
+
 def main(args: Sequence[str]) -> int:
     """The ``cascade index`` command: print one row per artifact; 2 on bad input."""
+    from cascade.app.saved_cmd import COMMANDS, USAGE as SAVED_USAGE, main as saved_main
+
+    if args and args[0] in COMMANDS:
+        return saved_main(args)
     if any(a in ("-h", "--help") for a in args):
-        print(USAGE)
+        print(USAGE + "\n" + SAVED_USAGE)
         return 0
     try:
+        args, out = _out_option(args)
         cfg = compose_config(args)
         logging.basicConfig(level=logging.WARNING, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
         logging.getLogger("cascade").setLevel(cfg.get("log_level", "INFO"))
-        reports = index(cfg)
+        if out is None:
+            reports, saved = index(cfg), None
+        else:
+            reports, saved = save_index(cfg, out)
     except CascadeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_reports(reports))
+    if saved is not None:
+        info = saved.info()
+        print(f"\nsaved index: {info['path']} ({info['documents']} documents, {info['bytes']:,} bytes); open it with "
+              "cascade.load(DIR), grow it with `cascade index add DIR FILE`")
     return 0

@@ -169,14 +169,14 @@ def referenced(manifest: dict) -> set[str]:
 def cleanup(root: Path, manifest: dict) -> None:
     """Delete what the live generation does not use: older manifests and files, a killed writer's leftovers."""
     root, keep = Path(root), referenced(manifest) | KEEP
-    for entry in sorted(root.iterdir()):
-        if entry.name in keep or not OWN_NAMES.match(entry.name):
-            continue
+    unused = [e for e in sorted(root.iterdir()) if e.name not in keep and OWN_NAMES.match(e.name)]
+    for i, entry in enumerate(unused):
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
-        crash_point(f"cleanup {entry.name}")
+        if i in (0, len(unused) - 1):  # killed with some of them deleted, and with all
+            crash_point(f"cleanup {entry.name}")
 
 
 @contextmanager

@@ -169,11 +169,16 @@ def _top_cells(scores: np.ndarray, ncells: int) -> np.ndarray:
 
 def plaid_candidates(query: np.ndarray, centroids: np.ndarray, codes: np.ndarray, offsets: np.ndarray,
                      ivf_docs: np.ndarray, ivf_offsets: np.ndarray, ncells: int,
-                     centroid_score_threshold: float, ndocs: int, rerank_docs: int) -> np.ndarray:
+                     centroid_score_threshold: float, ndocs: int, rerank_docs: int,
+                     allowed: np.ndarray | None = None, min_docs: int = 0,
+                     with_scores: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Stages 1-4 for one query (Lq, dim) of valid tokens: the ``rerank_docs`` docs to score exactly.
-    ``centroids``: an array or a torch tensor, as :func:`centroid_scores` takes."""
+    ``centroids``: an array or a torch tensor, as :func:`centroid_scores` takes. ``allowed`` (bool per
+    document): candidates are only those; when the probed cells hold fewer than ``min_docs`` of them,
+    every allowed document is a candidate (a filter still yields its k documents). ``with_scores``:
+    (docs in stage-4 order, their unpruned centroid-interaction scores)."""
     if len(query) == 0:
-        return np.zeros(0, np.int64)
+        return (np.zeros(0, np.int64), np.zeros(0, np.float32)) if with_scores else np.zeros(0, np.int64)
     scores = centroid_scores(query, centroids)
     num_c = scores.shape[1]
     by_centroid = torch.from_numpy(scores.T)  # (C, Lq) C-contiguous: torch reduces it ~2x faster than numpy
@@ -185,13 +190,18 @@ def plaid_candidates(query: np.ndarray, centroids: np.ndarray, codes: np.ndarray
         cells = _top_cells(scores, ncells)
     docs = np.unique(ivf_docs[_ranges(ivf_offsets[cells], ivf_offsets[cells + 1] - ivf_offsets[cells])])
     docs = docs.astype(np.int64)
+    if allowed is not None:
+        docs = docs[allowed[docs]]
+        if len(docs) < min_docs:
+            docs = np.flatnonzero(allowed)
     keep = by_centroid.amax(dim=1).numpy() >= centroid_score_threshold
     stage2 = approx_scores(scores, codes, offsets, docs, keep=keep, ivf=(ivf_docs, ivf_offsets))
     docs = np.sort(_top(docs, stage2, ndocs))
     stage3 = approx_scores(scores, codes, offsets, docs)
     log.debug("plaid: %d cells, %d kept centroids, %d candidates -> %d", len(cells), keep.sum(),
               len(stage2), min(len(docs), rerank_docs))
-    return _top(docs, stage3, rerank_docs)
+    top = _top(docs, stage3, rerank_docs)
+    return (top, stage3[np.searchsorted(docs, top)]) if with_scores else top
 
 
 def _pad(rows: list[np.ndarray], width: int | None = None) -> np.ndarray:
@@ -219,23 +229,34 @@ def _sort_results(doc_idx: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.n
 def plaid_search(queries: np.ndarray, query_mask: np.ndarray, centroids: np.ndarray, codes: np.ndarray,
                  offsets: np.ndarray, ivf_docs: np.ndarray, ivf_offsets: np.ndarray, k: int, ncells: int,
                  centroid_score_threshold: float, ndocs: int, exact_fn: ExactFn,
-                 rerank_docs: int | None = None, query_block: int = 16) -> tuple[np.ndarray, np.ndarray]:
+                 rerank_docs: int | None = None, query_block: int = 16, allowed: np.ndarray | None = None,
+                 fill: bool = False, approx_tail: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` documents per query: (doc_idx (Q, k) int64 -1 padded, scores (Q, k) float32 -inf padded).
 
     ``rerank_docs`` (default ``max(k, ndocs // 4)``, colbert-ai's stage 3) documents per
     query reach ``exact_fn``, called once per block of ``query_block`` queries; pass
-    ``rerank_docs=ndocs`` to skip stage 3 (stages 2 and 3 merged).
+    ``rerank_docs=ndocs`` to skip stage 3 (stages 2 and 3 merged). ``allowed`` (bool per document)
+    restricts the candidates; with ``fill`` a query whose cells hold fewer than ``k`` allowed documents
+    takes every allowed one (see :func:`plaid_candidates`). With ``approx_tail`` and ``rerank_docs < k``,
+    ranks ``rerank_docs + 1 .. k`` are the next documents of stage 3's order, with their approximate
+    scores (lowered where needed to rank below the exact ones; :func:`~cascade.kernels.plaid_plan.append_tail`).
     """
     rerank = max(k, ndocs // 4) if rerank_docs is None else rerank_docs
+    tail = approx_tail and rerank < k
     mask = np.asarray(query_mask, bool)
     out_idx, out_sc = [], []
     for b0 in range(0, len(queries), query_block):
         rows = [plaid_candidates(np.asarray(queries[q], np.float32)[mask[q]], centroids, codes, offsets,
-                                 ivf_docs, ivf_offsets, ncells, centroid_score_threshold, ndocs, rerank)
+                                 ivf_docs, ivf_offsets, ncells, centroid_score_threshold, ndocs,
+                                 k if tail else rerank, allowed, k if fill else 0, with_scores=tail)
                 for q in range(b0, min(b0 + query_block, len(queries)))]
-        cand = _pad(rows)
+        cand = _pad([r[0][:rerank] for r in rows] if tail else rows)
         exact = exact_fn(queries[b0:b0 + len(rows)], mask[b0:b0 + len(rows)], cand) if cand.size else cand
         idx, sc = _sort_results(cand, np.asarray(exact, np.float32).reshape(cand.shape), k)
+        if tail:
+            from cascade.kernels.plaid_plan import append_tail
+
+            idx, sc = _sort_results(*append_tail(idx, sc, [(d[rerank:], s[rerank:]) for d, s in rows]), k)
         out_idx.append(idx)
         out_sc.append(sc)
     if not out_idx:
@@ -264,11 +285,13 @@ def prune_candidates(queries: np.ndarray, query_mask: np.ndarray, centroids: np.
 
 
 def exhaustive_search(queries: np.ndarray, query_mask: np.ndarray, tokens: np.ndarray, offsets: np.ndarray,
-                      k: int, tile_tokens: int = 1 << 14) -> tuple[np.ndarray, np.ndarray]:
+                      k: int, tile_tokens: int = 1 << 14,
+                      allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact MaxSim top ``k`` over every document, scanning ``tokens`` in doc-aligned tiles.
 
     ``tokens``: the (T, dim) token matrix, or a callable ``(start, stop) -> (stop - start, dim)``
-    array that decodes those rows (a compressed index, decoded tile by tile).
+    array that decodes those rows (a compressed index, decoded tile by tile). ``allowed`` (bool per
+    document): only those are ranked (tiles without one are skipped).
 
     Each tile (t, dim) is multiplied with all queries' unmasked tokens at once (t, V) and
     folded per document with ``np.maximum.reduceat``, then per query over its tokens;
@@ -285,6 +308,8 @@ def exhaustive_search(queries: np.ndarray, query_mask: np.ndarray, tokens: np.nd
     live = np.flatnonzero(per_query > 0)  # a query without tokens scores 0 everywhere
     best_idx, best_sc = np.zeros((num_q, 0), np.int64), np.zeros((num_q, 0), np.float32)
     for d0, d1 in _chunks(np.diff(offsets), tile_tokens):
+        if allowed is not None and not allowed[d0:d1].any():
+            continue
         docs = np.arange(d0, d1)[np.diff(offsets[d0:d1 + 1]) > 0]
         if len(docs):
             rows = tokens(offsets[d0], offsets[d1]) if callable(tokens) else tokens[offsets[d0]:offsets[d1]]
@@ -294,6 +319,8 @@ def exhaustive_search(queries: np.ndarray, query_mask: np.ndarray, tokens: np.nd
             sc = np.zeros((num_q, len(docs)), np.float32)
             if len(live):
                 sc[live] = np.add.reduceat(per_doc, col_starts[live], axis=1).T
+            if allowed is not None:  # every document was scored (each owns a span of the tile); keep the allowed
+                docs, sc = docs[allowed[docs]], sc[:, allowed[docs]]
             best_idx = np.concatenate([best_idx, np.broadcast_to(docs, sc.shape)], axis=1)
             best_sc = np.concatenate([best_sc, sc], axis=1)
             if best_idx.shape[1] > 4 * k:

@@ -23,6 +23,7 @@ from cascade.core.data import Corpus
 from cascade.core.errors import ConfigError, CorruptArtifactError
 from cascade.encoders.sentence import Encoded
 from cascade.index.appendable import new_spec, open_array
+from cascade.index.crashpoints import crash_point
 from cascade.saved.parts import Adder, Part, copy_token_rows, kept_offsets
 from cascade.saved.txn import Txn
 from cascade.stages.bm25 import _quiet_bm25s
@@ -152,6 +153,7 @@ class BM25Part(Part):
             model.index((docs, vocab), show_progress=False)
             (root / folder).mkdir()
             model.save(root / folder, show_progress=False)
+        crash_point("bm25 model saved")
         return _model_entry(txn, folder, len(rows))
 
 

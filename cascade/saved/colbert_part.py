@@ -117,8 +117,7 @@ class ResidualPart(TokensPart):
         if not for_adding:
             return ResidualCodec(centroids.astype(np.float32), cutoffs, weights, entry["nbits"], centroids.shape[1])
         codec = ResidualCodec(centroids.astype(np.float16), cutoffs, weights, entry["nbits"], centroids.shape[1])
-        with_assignment = getattr(codec, "with_assignment", None)
-        return with_assignment(entry.get("assignment", "auto"), 0) if with_assignment else codec
+        return codec.with_assignment(entry.get("assignment", "auto"), 0)  # as the build's before_pass (seed 0)
 
     def export(self, txn: Txn, corpus: Corpus) -> dict:
         index, n = self.stage._index, self.number
