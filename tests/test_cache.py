@@ -132,7 +132,27 @@ def test_a_tampered_or_old_meta_is_refused(tmp_path):
         store.check(path)
     old = {"what": "test", "files": {"x.npy": {"bytes": 1, "sample_sha256": "00"}}}
     (path / "meta.json").write_text(json.dumps(old))
+    with pytest.raises(CorruptArtifactError, match="does not match its \\(sampled\\) checksum"):
+        store.check(path)
+    (path / "meta.json").write_text(json.dumps({"what": "test", "files": {"x.npy": {"bytes": 1}}}))
     with pytest.raises(CorruptArtifactError, match="no full checksums"):
+        store.check(path)
+
+
+def test_an_artifact_built_before_full_checksums_is_upgraded_not_rebuilt(tmp_path, caplog):
+    """Re-encoding a corpus takes hours: an old artifact whose sampled stamps match is kept and hashed."""
+    path = _large(tmp_path)
+    target = path / "x.npy"
+    stamp = {"bytes": target.stat().st_size, "sample_sha256": store._sampled_stamp(target)}
+    (path / "meta.json").write_text(json.dumps({"what": "test", "files": {"x.npy": stamp}}))
+    (path / ".verified.json").unlink()
+    with caplog.at_level("WARNING"):
+        meta = store.check(path)
+    assert "built before full checksums" in caplog.text
+    assert meta["files"]["x.npy"][store.HASH] == store.file_hash(target)
+    assert store.read_meta(path)["checksums_upgraded_from"] == "sample_sha256"
+    _flip(target, target.stat().st_size // 2 + 11)  # from now on, damage anywhere is caught
+    with pytest.raises(CorruptArtifactError, match="does not match its checksum"):
         store.check(path)
 
 

@@ -135,6 +135,49 @@ def _record_verified(path: Path, verified: dict) -> None:
         log.debug("could not record verified files in %s: %s", path, err)
 
 
+_OLD_HASH = "sample_sha256"  # the stamp of artifacts built before full checksums: 64 sampled 64 KiB blocks
+
+
+def _sampled_stamp(path: Path) -> str:
+    """The old stamp: sha256 of 64 evenly spaced 64 KiB blocks (the whole file when small)."""
+    block, blocks = 1 << 16, 64
+    size, digest = path.stat().st_size, hashlib.sha256()
+    with path.open("rb") as handle:
+        if size <= block * blocks:
+            digest.update(handle.read())
+        else:
+            step = (size - block) // (blocks - 1)
+            for i in range(blocks):
+                handle.seek(i * step)
+                digest.update(handle.read(block))
+    return digest.hexdigest()
+
+
+def _upgrade(path: Path, meta: dict, fix: str) -> dict:
+    """Give an artifact built before full checksums its full hashes, once, after its old check passes.
+
+    Re-encoding a large corpus takes hours, so an intact old artifact is kept: its sampled stamps are
+    checked as its builder checked them, then every file is hashed in full and ``meta.json`` is
+    rewritten atomically. Damage made before the upgrade between the
+    sampled blocks cannot be told apart; delete the folder to rebuild it if in doubt.
+    """
+    from cascade.core.files import atomic_write_text
+
+    for name, stamp in meta["files"].items():
+        target = path / name
+        if not target.is_file() or target.stat().st_size != stamp["bytes"] or _sampled_stamp(target) != stamp[_OLD_HASH]:
+            raise CorruptArtifactError(f"artifact {path}: {name} does not match its (sampled) checksum (damaged); {fix}")
+    log.warning("artifact %s was built before full checksums: its sampled checksums match, so it is kept and "
+                "hashed in full now (damage made earlier between the sampled blocks cannot be detected; "
+                "delete the folder to rebuild it if in doubt)", path)
+    files = {name: file_stamp(path / name) for name in meta["files"]}
+    full = json.loads(json.dumps({**meta, "files": files, "checksums_upgraded_from": _OLD_HASH}, default=str))
+    full["meta_" + HASH] = _meta_hash(full)
+    # no lock (a caller may hold this artifact's): concurrent upgraders write the same bytes, atomically
+    atomic_write_text(path / META, json.dumps(full, indent=2) + "\n")
+    return full
+
+
 def check(path: Path, full: bool = False) -> dict:
     """The verified ``meta.json`` of the artifact at ``path``; :class:`CorruptArtifactError` if damaged.
 
@@ -149,9 +192,12 @@ def check(path: Path, full: bool = False) -> dict:
     except (OSError, ValueError) as err:
         raise CorruptArtifactError(f"artifact {path}: unreadable {META} ({err}); {fix}") from None
     files = meta.get("files") if isinstance(meta, dict) else None
+    if isinstance(files, dict) and files and all(isinstance(f, dict) and set(f) == {"bytes", _OLD_HASH}
+                                                 for f in files.values()):
+        meta = _upgrade(path, meta, fix)  # built by cascade <= 0.x before full checksums: checked, then hashed
+        files = meta["files"]
     if not isinstance(files, dict) or not all(isinstance(f, dict) and HASH in f for f in files.values()):
-        raise CorruptArtifactError(f"artifact {path}: {META} lists no full checksums (built by an older "
-                                   f"cascade, or damaged); {fix}")
+        raise CorruptArtifactError(f"artifact {path}: {META} lists no full checksums (damaged?); {fix}")
     if meta.get("meta_" + HASH) != _meta_hash(meta):
         raise CorruptArtifactError(f"artifact {path}: {META} does not match its own checksum (damaged); {fix}")
     verified, changed, started = ({} if full else _verified(path)), False, time.perf_counter()
