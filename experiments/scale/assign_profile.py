@@ -74,15 +74,15 @@ def main() -> None:
     rng = np.random.default_rng(0)
     res: dict = {"omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "size": args.size, "num_tokens": synth.num_tokens, "num_centroids": num_c, "threads": args.threads}
 
-    t = clock()
     sample_docs = docs_for(synth, rng, args.sample)
-    sample = synth.vectors(sample_docs)[0][:args.sample].astype(np.float16)
-    res["sample"] = {"tokens": len(sample), **since(t)}
-    t = clock()
     if args.centroids_cache and args.centroids_cache.is_file():
         centroids = np.load(args.centroids_cache)
         res["kmeans"] = {"reused": str(args.centroids_cache)}
     else:
+        t = clock()
+        sample = synth.vectors(sample_docs)[0][:args.sample].astype(np.float16)
+        res["sample"] = {"tokens": len(sample), **since(t)}
+        t = clock()
         centroids = train_centroids(sample, num_c, niter=args.niter, two_level=True, progress=True)
         res["kmeans"] = {"two_level_cells": coarse_cells_for(num_c), "niter": args.niter, **since(t)}
         if args.centroids_cache:

@@ -14,7 +14,7 @@ assembles the files and builds the IVF, with its own progress bars, phase clock 
 
 The SciFact fp16 token index (``cascade index pipeline=colbert stage.colbert.nbits=null
 stage.colbert.search=exhaustive``) is the vectors' source; ``--tokens-index`` names its folder
-(default: the one the default ColBERT stage uses). Outputs ``parts/library_<size>.json``: build wall
+(default: the one the default ColBERT stage uses). Outputs ``library/library_<size>.json``: build wall
 and CPU seconds (process user+sys) per phase, generation ("encoding") time apart, peak RSS (total,
 and anonymous memory apart from the memory-mapped source vectors), bytes per token, and the query
 table of ``scale.measure``; plus an assignment check (coarse-to-fine vs exact on fresh tokens).
@@ -161,7 +161,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--sub", type=int, default=10, help="queries for the exhaustive reference")
     ap.add_argument("--step", choices=["all", "build", "measure"], default="all")
-    ap.add_argument("--out", type=Path, default=HERE / "parts")
+    ap.add_argument("--out", type=Path, default=HERE / "library", help="where library_<size>.json goes")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args.tokens_index = args.tokens_index or default_tokens_index()
