@@ -59,7 +59,7 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=1 << 18, help="fresh tokens timed per setting")
     ap.add_argument("--exact-sub", type=int, default=8192, help="of which assigned exactly for agreement")
     ap.add_argument("--niter", type=int, default=4)
-    ap.add_argument("--settings", default="512:1:4,512:2:4,512:4:4,1024:2:4,512:2:2,512:2:8",
+    ap.add_argument("--settings", default="512:1:1,512:2:1,512:2:2,512:2:4,512:3:1,512:4:2,256:2:4,1024:2:4",
                     help="cells:nprobe:rescore, comma separated")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--centroids-cache", type=Path, help="reuse (or save) the trained centroids here (.npy)")
