@@ -34,7 +34,8 @@ def pristine(tmp_path_factory, model) -> dict[str, Path]:
     pipelines(model)["cascade"].index(make_docs(30)).save(root / "plain")
     shutil.copytree(root / "plain", root / "deleted")
     cascade.load(root / "deleted").delete(["d0", "d11", "d12"])
-    return {"plain": root / "plain", "deleted": root / "deleted"}
+    pipelines(model)["colbert2"].index(make_docs(30)).save(root / "colbert2")
+    return {"plain": root / "plain", "deleted": root / "deleted", "colbert2": root / "colbert2"}
 
 
 def _writer(mode: str, source: Path, work: Path, op: str, model: str, points: int = 0) -> str:
@@ -58,7 +59,7 @@ def _only_referenced(index) -> None:
 
 
 @pytest.mark.parametrize("op, source", [("add", "plain"), ("delete", "plain"), ("update", "plain"),
-                                        ("compact", "deleted")])
+                                        ("compact", "deleted"), ("add", "colbert2")])
 def test_a_write_killed_at_any_step_leaves_the_index_before_or_after(model, pristine, tmp_path, op, source):
     base = pristine[source]
     points = int(_writer("count", base, tmp_path, op, model))
@@ -113,3 +114,12 @@ def test_a_second_writer_waits_for_the_lock_then_fails_clearly(model, pristine, 
     assert index.generation == 0 and "f1" not in index
     index.add(FOLLOW, timeout=0.2)
     assert "f1" in index
+
+
+def test_two_writers_on_one_folder_both_land(model, pristine, tmp_path):
+    shutil.copytree(pristine["plain"], tmp_path / "index")
+    first, second = cascade.load(tmp_path / "index"), cascade.load(tmp_path / "index")
+    first.add({"f1": "cat river water"})
+    second.add({"f2": "music night moon"}).delete(["d1"])  # starts from the first writer's generation
+    final = cascade.load(tmp_path / "index")
+    assert final.generation == 3 and "f1" in final and "f2" in final and "d1" not in final

@@ -100,6 +100,9 @@ def test_filtered_search_restricts_every_stage(model, tmp_path, name):
         index.stages[0].k = 15
         assert by_subset == [([d for d in ids if d in allowed][:10], [s for d, s in zip(ids, sc) if d in allowed][:10])
                              for ids, sc in full]
+    if name in ("dense", "colbert"):  # a small subset (the bi-encoder reads only its vectors): all of it
+        few = allowed[:5]
+        assert all(set(ids) == set(few) for ids, _ in snapshot(index, k=5, subset=few))
     assert snapshot(index, where={"group": ["a", "b"]}) == snapshot(index)
     assert snapshot(index, where={"group": "c"}) == [([], [])] * len(QUERIES)
     two = snapshot(index, subset=allowed, where={"n": [0, 3, 4]})
@@ -198,6 +201,26 @@ def test_compressed_colbert_filters_keep_k_hits_and_equal_an_index_of_the_allowe
             assert_same([got], [want])
 
 
+
+def test_plaid_takes_every_allowed_document_when_its_cells_hold_too_few(model, tmp_path):
+    from cascade.stages.colbert import ColBERT
+
+    index = (ColBERT(model=model, nbits=2, num_centroids=64, progress=False) % 10).index(ALL).save(tmp_path / "i")
+    few = IDS[::7][:11]
+    hits = snapshot(index, subset=few)
+    assert all(len(ids) == 10 and set(ids) <= set(few) for ids, _ in hits)
+    stage, mask = index.stages[0], np.isin(np.array(index.corpus.ids), few)
+    from cascade.kernels.plaid import plaid_search
+
+    queries, qmask = stage._encode_queries(tuple(QUERIES))
+    shared = (queries, qmask, stage._index.codec.centroids, stage._index.codes, stage._index.offsets,
+              stage._index.ivf_docs, stage._index.ivf_offsets, 10)
+    params = dict(ncells=1, centroid_score_threshold=0.5, ndocs=256, exact_fn=stage.exact_scores, allowed=mask)
+    without = (plaid_search(*shared, **params)[0] >= 0).sum(axis=1)
+    assert without.min() < 10  # the probed cells alone hold fewer than k allowed documents for some query
+    assert ((plaid_search(*shared, **params, fill=True)[0] >= 0).sum(axis=1) == 10).all()
+
+
 def test_compact_retrain_equals_a_fresh_build_of_the_live_documents(model, tmp_path):
     gone = ["d2", "d30", "d50"]
     kept = {d: t for d, t in ALL.items() if d not in gone}
@@ -207,3 +230,19 @@ def test_compact_retrain_equals_a_fresh_build_of_the_live_documents(model, tmp_p
     assert_same(snapshot(index), snapshot(fresh))
     assert index.codec_drift()["colbert"]["added_tokens"] == 0
     np.testing.assert_array_equal(index.stages[0]._index.codec.centroids, fresh.stages[0]._index.codec.centroids)
+
+
+def test_deleted_documents_never_reach_a_stage(model, tmp_path):
+    """Even a retriever that knows nothing of deletions (a function) gets none: the batch drops them."""
+    from cascade import Candidates, apply
+
+    index = _fresh(model, "bm25", PART1, tmp_path / "index")
+    index.delete(["d0", "d5"])
+    every = apply(lambda batch: Candidates(np.arange(len(batch.corpus))[None, :].repeat(batch.num_queries, 0),
+                                           np.zeros((batch.num_queries, len(batch.corpus)), np.float32)),
+                  retrieves=True)
+    hits = every.search("cat", k=100, corpus=index.corpus)
+    assert len(hits) == len(PART1) - 2 and not {"d0", "d5"} & set(hits.doc_ids)
+    assert every.search("cat", k=100, corpus=index.corpus, subset=["d1", "d2"]).doc_ids == ["d1", "d2"]
+    index.add({"d0": "a deleted id can come back"})
+    assert index.doc("d0")["text"] == "a deleted id can come back" and len(index) == len(PART1) - 1

@@ -30,7 +30,8 @@ class Docs(NamedTuple):
 ID_FIELDS = ("_id", "id", "docno")
 
 
-def _meta(value: Any, doc_id: str) -> dict:
+def check_meta(value: Any, doc_id: str) -> dict:
+    """One document's metadata as stored: a dict of plain JSON values (a DataError naming the document if not)."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -112,6 +113,6 @@ def parse_docs(docs: Any, metadata: Mapping | None = None) -> Docs:
         if unknown:
             raise DataError(f"metadata names documents that are not being added: {', '.join(map(repr, unknown[:5]))}")
         for key, value in metadata.items():
-            metas[as_id(key, "metadata")] = {**(_meta(metas.get(as_id(key, "metadata")), str(key))),
-                                             **_meta(value, str(key))}
-    return Docs(list(corpus.ids), list(corpus.texts), [_meta(metas.get(i), i) for i in corpus.ids])
+            metas[as_id(key, "metadata")] = {**(check_meta(metas.get(as_id(key, "metadata")), str(key))),
+                                             **check_meta(value, str(key))}
+    return Docs(list(corpus.ids), list(corpus.texts), [check_meta(metas.get(i), i) for i in corpus.ids])

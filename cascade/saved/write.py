@@ -30,7 +30,7 @@ from cascade.index.crashpoints import crash_point
 from cascade.index.docstore import DocStore, DocWriter, StoredCorpus, copy_rows
 from cascade.saved import settings
 from cascade.saved.colbert_part import ResidualPart
-from cascade.saved.docs import Docs, _meta as check_meta, parse_docs
+from cascade.saved.docs import Docs, check_meta, parse_docs
 from cascade.saved.index import SavedIndex, make_part
 from cascade.saved.txn import Txn, chain
 
