@@ -14,7 +14,6 @@ pytest.importorskip("fastapi", reason='the serve extra is not installed: pip ins
 pytest.importorskip("uvicorn", reason='the serve extra is not installed: pip install -e ".[serve]"')
 webdriver = pytest.importorskip("selenium.webdriver", reason='selenium is not installed: pip install -e ".[test]"')
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 from cascade.stages.bm25 import BM25  # noqa: E402

@@ -7,7 +7,7 @@ hands every request its own rows, cut at its own ``k``. Every stage ranks each q
 candidates on their own, so a request's answer is the one it gets alone: bit for bit for BM25,
 function stages and the tiny test models (``tests/test_serve_batching.py``). A real transformer's
 query pass over a padded batch rounds differently from the pass over one query (MiniLM on SciFact:
-query vectors within 2e-7 in fp32, 1e-3 under the bf16 autocast ``auto`` picks on CPUs with
+query vectors within 1.6e-7 in fp32, 9.2e-4 under the bf16 autocast ``auto`` picks on CPUs with
 AVX-512 BF16/AMX), so neural scores agree to that rounding and near-ties can swap
 (``experiments/serve/README.md``). ``max_batch=1`` runs requests one at a time, in arrival order.
 """

@@ -3,7 +3,8 @@ dynamic batching, for pipeline=bm25, the default cascade and pipeline=colbert; b
 same queries in the same session.
 
     CASCADE_CACHE_DIR=/work/cache_serve CASCADE_DATA_DIR=/work/shared/data \\
-        python experiments/serve/run.py --out experiments/serve/results
+        python experiments/serve/run.py --out experiments/serve/results      # appends to results/load.jsonl
+    python experiments/serve/run.py --table experiments/serve/results/load.jsonl
 
 Build the indexes first (`cascade index`, `cascade index pipeline=colbert`) with the same cache dir, or the
 server builds them at start. Every request goes to 127.0.0.1; each cell is a bounded loop: `--requests`
@@ -127,11 +128,16 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="requests per cell (default 300)")
     parser.add_argument("--seconds", type=float, default=40, help="no new request after this many seconds")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results"))
+    parser.add_argument("--run-queries", type=int, default=100, help="queries for the `cascade run` comparison")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CASCADE_DATA_DIR", "../shared/data")))
+    parser.add_argument("--table", type=Path, help="only print the tables of a finished run's load.jsonl")
     args = parser.parse_args()
+    if args.table:
+        return print(table(*read_jsonl(args.table)))
     args.out.mkdir(parents=True, exist_ok=True)
     queries = scifact_queries(args.data_dir)
     rows, runs = [], {}
+    jsonl = (args.out / "load.jsonl").open("a")
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         for name in args.pipelines:
             overrides = PIPELINES[name]
@@ -145,18 +151,31 @@ def main() -> None:
                         row.update(pipeline=name, batching=batching, concurrency=c, load_before=before, load_after=load())
                         rows.append(row)
                         print(json.dumps(row), flush=True)
+                        print(json.dumps(row), file=jsonl, flush=True)
                     (args.out / f"stats_{name}_{'batch' if batching else 'nobatch'}.json").write_text(
                         json.dumps(server.stats(), indent=1))
                 finally:
                     server.stop()
             before = load()
-            runs[name] = {**cascade_run(overrides, min(len(queries), args.requests), Path(tmp) / name),
+            runs[name] = {**cascade_run(overrides, min(len(queries), args.run_queries), Path(tmp) / name),
                           "load_before": before, "load_after": load()}
             print(json.dumps({"cascade_run": name, **runs[name]}), flush=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (args.out / f"load_{stamp}.json").write_text(json.dumps({"cells": rows, "cascade_run": runs,
-                                                             "cpus": os.cpu_count()}, indent=1))
+            print(json.dumps({"cascade_run": name, **runs[name]}), file=jsonl, flush=True)
+    jsonl.close()
     print(table(rows, runs))
+
+
+def read_jsonl(path: Path) -> tuple[list[dict], dict]:
+    """The cells and `cascade run` rows of a load.jsonl (or of this script's printed output)."""
+    rows, runs = [], {}
+    for line in path.read_text().splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            if "cascade_run" in row:
+                runs[row.pop("cascade_run")] = row
+            else:
+                rows.append(row)
+    return rows, runs
 
 
 def table(rows: list[dict], runs: dict) -> str:
