@@ -134,3 +134,9 @@ def test_the_search_page_is_packaged():
     assert {"static/index.html", "static/app.js", "static/style.css"} <= set(files)
     assert all(any(fnmatch.fnmatch(f, pat) for pat in patterns) for f in files)
     assert Path(build_app.__code__.co_filename).parent == static.parent  # the app reads them from there
+
+
+def test_without_the_serve_extra_the_error_says_how_to_install_it(tiny_beir, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi now raises ImportError
+    assert cli_main(["serve", "pipeline=bm25", f"dataset.path={tiny_beir}"]) == 2
+    assert 'pip install "cascade-rerank[serve]"' in capsys.readouterr().err
