@@ -85,3 +85,18 @@ def test_cleanup_deletes_only_what_no_generation_uses(tmp_path):
     generations.cleanup(tmp_path, manifest)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "docs.texts.e0.npy", "notes.txt",
                                                           "s0.vectors.e1.npy"]
+
+
+def test_an_index_opened_again_hashes_nothing(tmp_path, monkeypatch):
+    """A write records every file of its generation as verified (the BM25 model folder's too), so neither
+    its own reopening nor a later open hashes anything."""
+    from cascade import load
+    from cascade.stages.bm25 import BM25
+
+    index = (BM25() % 5).index({"a": "cat sat", "b": "dog ran", "c": "fish swam"}).save(tmp_path / "i")
+    hashed = []
+    real = appendable.verify
+    monkeypatch.setattr(appendable, "verify", lambda *a, **k: hashed.append(real(*a, **k)) or hashed[-1])
+    index.add({"d": "bird flew"})
+    load(tmp_path / "i")
+    assert hashed == [0, 0]

@@ -264,4 +264,4 @@ def record(root: Path, appended: Iterable[Appender], written: Iterable[dict], ke
         path = root / spec["file"]
         if path.is_file():
             verified[spec["file"]] = {"identity": identity(path), HASH: spec[HASH]}
-    write_verified(root, {k: v for k, v in verified.items() if k in keep})
+    write_verified(root, {k: v for k, v in verified.items() if k.split("/")[0] in keep})
