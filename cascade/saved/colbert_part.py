@@ -70,7 +70,8 @@ class TokensPart(Part):
         root, offsets = txn.root, np.asarray(open_array(txn.root, entry["offsets"]))
         out = {name: copy_token_rows(txn, txn.name(self.number, name, True), open_array(root, entry[name]), offsets,
                                      keep) for name in self.arrays}
-        new_offsets = txn.append(new_spec(txn.name(self.number, "offsets", True), np.int64), kept_offsets(offsets, keep))
+        new_offsets = txn.append(new_spec(txn.name(self.number, "offsets", True), np.int64),
+                                 kept_offsets(offsets, keep))
         return {**entry, **out, "offsets": new_offsets}
 
 

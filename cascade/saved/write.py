@@ -21,11 +21,9 @@ from typing import Any
 import numpy as np
 
 import cascade
-from cascade.core.data import Corpus
 from cascade.core.errors import ConfigError, DataError
 from cascade.core.stage import Pipeline, Stage
 from cascade.index import generations
-from cascade.index.appendable import load_file
 from cascade.index.crashpoints import crash_point
 from cascade.index.docstore import DocStore, DocWriter, StoredCorpus, copy_rows
 from cascade.saved import settings
