@@ -21,7 +21,7 @@ from cascade.encoders.token import TokenEncoder
 from cascade.index.store import artifact_dir
 from cascade.encoders.models import pick_device
 from cascade.index.residual_index import FORMAT_VERSION as RESIDUAL_FORMAT
-from cascade.index.residual_index import ResidualIndex, ResidualIndexArtifact, check_nbits
+from cascade.index.residual_index import ResidualIndex, ResidualIndexArtifact, check_assignment, check_nbits
 from cascade.index.token_index import TokenIndex, TokenIndexArtifact
 from cascade.kernels.maxsim import DEFAULT_BLOCK_ROWS, maxsim
 from cascade.kernels.precision import STAGE_NOTE, check_compute_dtype, resolve_precision
@@ -71,6 +71,9 @@ class ColBERT(Stage):
             centroid interaction before exact MaxSim (needs ``nbits``); None scores all exactly.
         num_centroids, kmeans_niter, points_per_centroid: codec training (None: colbert-ai's
             count, 2**floor(log2(16 sqrt(tokens)))).
+        assignment: how tokens find their centroid: ``exact`` (all centroids), ``coarse`` (coarse
+            cells first, then the centroids of the best few; with the two-level k-means) or ``auto``
+            (exact up to 16,384 centroids, coarse above); part of the index's cache key.
         compute_dtype: ``float32`` or ``bfloat16`` for the MaxSim matmuls and PLAID's centroid scores
             (faster on CPUs with AVX-512 BF16 and on GPUs).
         device, precision, cache_dir, progress: as for :class:`~cascade.stages.biencoder.BiEncoder`
@@ -82,7 +85,8 @@ class ColBERT(Stage):
                  chunk_size: int = 256, block_rows: int = DEFAULT_BLOCK_ROWS, nbits: int | None = None,
                  search: str | None = None, ncells: int | None = None, centroid_score_threshold: float | None = None,
                  ndocs: int | None = None, prune_to: int | None = None, num_centroids: int | None = None,
-                 kmeans_niter: int = 4, points_per_centroid: int = 32, compute_dtype: str = "float32",
+                 kmeans_niter: int = 4, points_per_centroid: int = 32, assignment: str = "auto",
+                 compute_dtype: str = "float32",
                  device: str | None = None, precision: str = "auto", cache_dir: str | None = None,
                  progress: bool = True, fusion=None, name: str | None = None):
         super().__init__(k=k, fusion=fusion, name=name or "colbert")
@@ -113,6 +117,7 @@ class ColBERT(Stage):
         self.num_centroids = positive(num_centroids, "num_centroids", null_means="colbert-ai's count")
         self.kmeans_niter = positive(kmeans_niter, "kmeans_niter", allow_none=False)
         self.points_per_centroid = positive(points_per_centroid, "points_per_centroid", allow_none=False)
+        self.assignment = check_assignment(assignment, self.name)
         self.compute_dtype = check_compute_dtype(compute_dtype, f"{self.name}.compute_dtype")
         self.device, self.cache_dir, self.progress = device, cache_dir, progress
         self.precision = resolve_precision(precision, device, f"{self.name}.precision", STAGE_NOTE)  # effective
@@ -137,7 +142,8 @@ class ColBERT(Stage):
         if self.nbits is None:
             return [tokens]
         meta = {**meta, "format_version": RESIDUAL_FORMAT, "nbits": self.nbits, "num_centroids": self.num_centroids,
-                "kmeans_niter": self.kmeans_niter, "points_per_centroid": self.points_per_centroid}
+                "kmeans_niter": self.kmeans_niter, "points_per_centroid": self.points_per_centroid,
+                "assignment": self.assignment}
         path = artifact_dir(self.cache_dir, "colbert_residual", corpus=corpus.fingerprint, **meta)
         return [ResidualIndexArtifact(path, meta, enc.doc_pass(), self.chunk_size, self.progress, token_source=tokens)]
 
@@ -204,26 +210,36 @@ class ColBERT(Stage):
     def retrieve(self, batch: Batch, k: int | None) -> Candidates:
         import torch
 
-        from cascade.kernels.plaid import default_search_params, exhaustive_search, plaid_search
+        from cascade.kernels.plaid import exhaustive_search, plaid_search
+        from cascade.kernels.plaid_plan import plan_search
 
         k = k or len(batch.corpus)
         queries, mask = self._encode_queries(batch.query_texts)
         empty = np.array([not t.strip() for t in batch.query_texts], bool)
         mask = mask & ~empty[:, None]
         index = self._index
+        rows = len(batch.corpus) if batch.row_mask is None else max(1, int(batch.row_mask.sum()))
+        plan = plan_search(k, rows, self.ncells, self.centroid_score_threshold, self.ndocs)
+        exhaustive = self.search_mode != "plaid" or plan.exhaustive
+        if self.search_mode == "plaid" and plan.exhaustive:
+            logged = self.__dict__.setdefault("_exhaustive_logged", set())  # once per corpus and k, not per batch
+            if (batch.corpus.fingerprint, k, rows) not in logged:
+                logged.add((batch.corpus.fingerprint, k, rows))
+                log.info("%s: searching exhaustively: %s (set ndocs, ncells or centroid_score_threshold to "
+                         "force PLAID)", self.name, plan.reason)
         with timed("score"):
-            if self.search_mode == "plaid":
-                params = default_search_params(k)
-                params.update({name: value for name, value in (("ncells", self.ncells), ("ndocs", self.ndocs), (
-                    "centroid_score_threshold", self.centroid_score_threshold)) if value is not None})
+            if not exhaustive:
+                params = plan.plaid_kwargs()
                 # bf16: the centroid scores too (half the bytes read per query; the exact stage stays MaxSim)
                 centroids = (index.codec.centroids_tensor(torch.bfloat16) if self.compute_dtype == "bfloat16"
                              else index.codec.centroids)
+                # a filtered search (or a saved index's deletions) ranks only batch.row_mask's documents
                 idx, scores = plaid_search(queries, mask, centroids, index.codes, index.offsets,
-                                           index.ivf_docs, index.ivf_offsets, k, exact_fn=self.exact_scores, **params)
+                                           index.ivf_docs, index.ivf_offsets, k, exact_fn=self.exact_scores, **params,
+                                           allowed=batch.row_mask, fill=batch.allowed is not None)
             else:
                 tokens = (lambda a, b: index.decompress_rows(np.arange(a, b))) if self.compressed else index.tokens
-                idx, scores = exhaustive_search(queries, mask, tokens, index.offsets, k)
+                idx, scores = exhaustive_search(queries, mask, tokens, index.offsets, k, allowed=batch.row_mask)
         idx[empty], scores[empty] = -1, -np.inf  # an empty query finds nothing
         return Candidates(idx, scores).topk(k)
 

@@ -177,6 +177,17 @@ def test_fp32_never_reuses_a_bf16_build(bf16_cpu, tiny_st, corpus, tmp_path):
     assert all(m["encoded_docs"] == len(corpus) for m in metas)  # each built by its own pass
 
 
+def test_stages_at_two_precisions_never_share_a_pass(bf16_cpu, tiny_st, corpus, tmp_path):
+    from cascade.core.stage import prepare_stages
+
+    stages = [BiEncoder(model=tiny_st, precision="fp32", cache_dir=tmp_path, progress=False),
+              ColBERT(model=tiny_st, precision="bf16", cache_dir=tmp_path, progress=False)]
+    prepare_stages(stages, corpus)
+    metas = {p.parent.parent.name: json.loads(p.read_text()) for p in tmp_path.glob("*/*/meta.json")}
+    assert {k: (m["precision"], m["shared_with"]) for k, m in metas.items()} == {
+        "dense": ("fp32", ["vectors"]), "colbert": ("bf16", ["tokens"])}
+
+
 def test_an_artifact_whose_key_omits_the_precision_is_refused(tiny_st, tmp_path):
     doc_pass = SentenceEncoder(tiny_st, "cpu", "fp32").doc_pass(32)
     with pytest.raises(CascadeError, match="must record the pass's precision 'fp32'"):
