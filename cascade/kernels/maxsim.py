@@ -162,15 +162,18 @@ def _maxsim_block(queries: np.ndarray, query_mask: np.ndarray, gather: Gather | 
         best = torch.full((c1 - c0, len(qv)), float("-inf"), dtype=cdt if tile is None else torch.float32, device=dev)
         for s in range(int(first[c0]), int(ends[c1 - 1]), tile_rows):
             e = min(s + tile_rows, int(ends[c1 - 1]))
+            # a one-row tile is multiplied as two copies of the row: a 1-row matmul takes BLAS's
+            # matrix-vector path, whose rounding differs, and equal documents must score equally
             if tile is not None:
-                sim = tile(rows[s:e])
+                sim = tile(rows[s:e] if e - s > 1 else np.repeat(rows[s:e], 2))
             else:
                 x = torch.as_tensor(gather(rows[s:e]))
                 if x.dtype != cdt or x.device != dev:
                     if x.dtype == torch.float16 and cdt == torch.bfloat16 and dev.type == "cpu":
                         x = buf32[: e - s].copy_(x)  # fp16->bf16 is 6x faster through fp32 on CPU
                     x = bufc[: e - s].copy_(x)
-                sim = x @ q_t  # (rows, Lv)
+                sim = (x if e - s > 1 else x.repeat(2, 1)) @ q_t  # (rows, Lv)
+            sim = sim[: e - s]
             best.scatter_reduce_(0, owner[s:e, None].expand_as(sim), sim, reduce="amax")
         out[q, ki[c0:c1]] = best.to(torch.float32).sum(dim=1).cpu().numpy()
 
