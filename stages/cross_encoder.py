@@ -7,6 +7,7 @@ import numpy as np
 
 from cascade.core.candidates import Batch
 from cascade.core.data import Corpus
+from cascade.core.passes import solo_passes_active
 from cascade.encoders.models import load_model, pick_device, resolve_model
 from cascade.core.stage import Stage, check_positive
 from cascade.core.timing import timed
@@ -58,8 +59,6 @@ class CrossEncoder(Stage):
         self._load()
 
     def score(self, batch: Batch) -> np.ndarray:
-        import torch
-
         cands = batch.candidates
         rows, cols = np.nonzero(cands.mask)
         texts = batch.corpus.texts
@@ -67,22 +66,33 @@ class CrossEncoder(Stage):
         out = np.zeros(cands.doc_idx.shape, np.float32)
         with timed("score"):
             if pairs:
-                scores = self._load().predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
-                                              activation_fn=torch.nn.Identity(), convert_to_numpy=True)
-                out[rows, cols] = np.asarray(scores, np.float32).reshape(len(pairs))
+                out[rows, cols] = self._predict(pairs, np.bincount(rows, minlength=len(batch.query_texts)))
         return out
+
+    def _predict(self, pairs: list, per_query) -> np.ndarray:
+        """Logits of ``pairs`` (grouped by query, ``per_query`` pairs each); inside
+        :func:`cascade.core.passes.solo_passes` one query's pairs per call, as that query alone."""
+        import torch
+
+        model = self._load()
+        groups = [len(pairs)]
+        if solo_passes_active():
+            groups = [int(n) for n in per_query if n]
+        flat, start = [], 0
+        for n in groups:
+            flat.append(np.asarray(model.predict(pairs[start:start + n], batch_size=self.batch_size,
+                                                 show_progress_bar=False, activation_fn=torch.nn.Identity(),
+                                                 convert_to_numpy=True), np.float32).reshape(n))
+            start += n
+        return np.concatenate(flat)
 
     def score_texts(self, queries, docs) -> list[np.ndarray]:
         """Raw logits of every (query, document text) pair; there is nothing to cache."""
-        import torch
-
         pairs = [(query, text) for query, row in zip(queries, docs) for text in row]
         flat = np.zeros(0, np.float32)
         with timed("score"):
             if pairs:
-                flat = np.asarray(self._load().predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
-                                                       activation_fn=torch.nn.Identity(), convert_to_numpy=True),
-                                  np.float32).reshape(len(pairs))
+                flat = self._predict(pairs, [len(row) for row in docs])
         ends = np.cumsum([len(row) for row in docs])
         return [flat[end - len(row):end] for row, end in zip(docs, ends)]
 

@@ -134,3 +134,23 @@ def test_close_answers_what_is_queued_then_refuses():
 def test_bad_settings_are_refused(settings):
     with pytest.raises(ConfigError):
         Batcher(Recorder(), cut, **settings)
+
+
+def test_merged_batches_run_neural_passes_one_query_at_a_time():
+    """The worker runs each merged call inside solo_passes (encoders see one query per pass)."""
+    from cascade.core.passes import solo_passes_active
+
+    seen = []
+
+    def run(queries, k):
+        seen.append(solo_passes_active())
+        return [(q, k) for q in queries], {}
+
+    batcher = Batcher(run, cut, max_batch=4, max_wait_ms=50)
+    try:
+        futures = [batcher.submit([f"q{i}"], 3) for i in range(6)]
+        assert [f.result(10)[0] for f in futures] == [[(f"q{i}", 3)] for i in range(6)]
+    finally:
+        batcher.close()
+    assert seen and all(seen)
+    assert not solo_passes_active()  # only inside the worker's call

@@ -3,13 +3,13 @@
 A :class:`Batcher` owns one worker thread. Requests (a few queries and a ``k`` each) wait in a
 queue; the worker takes the first, then keeps taking queued requests for up to ``max_wait_ms``
 or until ``max_batch`` queries are gathered, runs the searcher once over all their queries and
-hands every request its own rows, cut at its own ``k``. Every stage ranks each query's
-candidates on their own, so a request's answer is the one it gets alone: bit for bit for BM25,
-function stages and the tiny test models (``tests/test_serve_batching.py``). A real transformer's
-query pass over a padded batch rounds differently from the pass over one query (MiniLM on SciFact:
-query vectors within 1.6e-7 in fp32, 9.2e-4 under the bf16 autocast ``auto`` picks on CPUs with
-AVX-512 BF16/AMX), so neural scores agree to that rounding and near-ties can swap
-(``experiments/serve/README.md``). ``max_batch=1`` runs requests one at a time, in arrival order.
+hands every request its own rows, cut at its own ``k``. The call runs inside
+:func:`cascade.core.passes.solo_passes`: encoders take one query per forward pass (cross-encoders one
+query's pairs), because a transformer's pass over a padded batch rounds differently from its pass over
+one query, while BM25, MaxSim and dense scoring still run over the whole batch. So a request's answer
+is bit for bit the one it gets alone (``tests/test_serve_batching.py``, and
+``experiments/serve/equivalence.py`` on SciFact with MiniLM). ``max_batch=1`` runs requests one at a
+time, in arrival order.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from cascade.core.passes import solo_passes
 from cascade.core.stage import check_positive
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,8 @@ class Batcher:
         queries = [q for r in batch for q in r.queries]
         start = time.perf_counter()
         try:
-            results, trace = self.run(queries, max(r.k for r in batch))
+            with solo_passes():  # neural passes one query at a time: each answer is the one it gets alone
+                results, trace = self.run(queries, max(r.k for r in batch))
         except BaseException as err:  # noqa: BLE001 - every waiting request gets the error, the worker goes on
             log.warning("batch of %d queries failed: %s: %s", len(queries), type(err).__name__, err)
             for r in batch:

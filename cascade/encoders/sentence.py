@@ -18,6 +18,7 @@ from typing import Callable, Hashable, Sequence
 import numpy as np
 
 from cascade.core.errors import CascadeError
+from cascade.core.passes import solo_passes_active
 from cascade.core.timing import run_memo
 from cascade.encoders.models import load_model, model_identity, pick_device, resolve_model
 from cascade.kernels.precision import autocast, resolve_precision
@@ -73,10 +74,33 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+# Texts are padded to a multiple of this many tokens (or to max_length), whatever batch they are in.
+PAD_MULTIPLE = 8
+
+
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     """Indices grouped into batches of similar length (longest first) to limit padding."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def bucket_batches(lengths: Sequence[int], batch_size: int, max_length: int) -> list[tuple[np.ndarray, int]]:
+    """``(indices, padded length)`` batches in which every text's padded length depends on itself alone.
+
+    A text of ``n`` tokens (``min(n, max_length)`` after truncation) is padded to the next multiple
+    of :data:`PAD_MULTIPLE`, capped at ``max_length``, and batched only with texts padded alike
+    (longest first). The transformer then sees the same shapes for a text alone and in any batch,
+    so its vectors do not depend on its neighbours: a query answered inside a server's batch
+    scores exactly as it does alone, and a document encoded for an added batch as in a full build.
+    """
+    kept = np.minimum(np.asarray(lengths, np.int64), max_length)
+    padded = np.minimum(-(-kept // PAD_MULTIPLE) * PAD_MULTIPLE, max_length)
+    order = np.argsort(-padded, kind="stable")
+    batches = []
+    for value in np.unique(padded)[::-1]:
+        group = order[padded[order] == value]
+        batches += [(group[i:i + batch_size], int(value)) for i in range(0, len(group), batch_size)]
+    return batches
 
 
 def count_truncated(tokenizer, texts: Sequence[str], max_length: int) -> tuple[int, list[int]]:
@@ -181,9 +205,11 @@ class SentenceEncoder:
         pooled = np.zeros((len(texts), dim_pooled), np.float32)
         per_text: list[np.ndarray] = [np.zeros((0, 0), np.float32)] * len(texts)
         drop = self._drop_ids()
-        for rows in length_batches(lengths, batch_size):
-            feats = tok([texts[i] for i in rows], padding=True, truncation=True,
-                        max_length=max_length, return_tensors="pt")
+        if solo_passes_active():  # a server's merged batch: each text alone, as a lone request
+            batch_size = 1
+        for rows, padded in bucket_batches(lengths, batch_size, max_length):
+            feats = tok([texts[i] for i in rows], padding="max_length", truncation=True,
+                        max_length=padded, return_tensors="pt")
             feats = {k: v.to(self.device) for k, v in feats.items()}
             with torch.inference_mode(), autocast(self.precision, self.device):
                 out = model(dict(feats))

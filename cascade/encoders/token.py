@@ -19,6 +19,7 @@ import numpy as np
 
 from cascade.encoders.sentence import DocPass, Encoded, SentenceEncoder, l2_normalize, length_batches
 from cascade.core.errors import CascadeError
+from cascade.core.passes import solo_passes_active
 from cascade.encoders.models import model_identity, pick_device, quiet_transformers
 from cascade.kernels.precision import autocast, resolve_precision
 
@@ -140,7 +141,7 @@ class ProjectedEncoder(TokenEncoder):
              on_batch=None) -> tuple[np.ndarray, np.ndarray]:
         """Encode in length-sorted batches; keep the rows ``keep_rows(ids, attention)`` selects."""
         per_text: list[np.ndarray] = [np.zeros((0, 0), np.float32)] * len(texts)
-        for rows in length_batches(lengths, self.batch_size):
+        for rows in length_batches(lengths, 1 if solo_passes_active() else self.batch_size):
             ids, attention, types, model_attention = encode([texts[i] for i in rows])
             hidden = self._forward(ids, model_attention, types)
             keep = keep_rows(ids, attention)

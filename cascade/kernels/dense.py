@@ -73,7 +73,10 @@ def topk_dot(query_vecs: np.ndarray, doc_vecs: np.ndarray, k: int, chunk_size: i
         for start in range(0, num_docs, chunk_size):
             chunk = np.asarray(doc_vecs[start:start + chunk_size], np.float32)
             idx = np.concatenate([idx, np.broadcast_to(np.arange(start, start + len(chunk)), (len(q), len(chunk)))], 1)
-            part = q @ chunk.T
+            # one query goes through BLAS as two rows: its matrix-vector path rounds differently,
+            # and a query must score alike alone and in a batch
+            part = (q if len(q) > 1 else np.repeat(q, 2, axis=0)) @ chunk.T
+            part = part[:len(q)]
             if allowed is not None:
                 part[:, ~allowed[start:start + len(chunk)]] = -np.inf
             sc = np.concatenate([sc, part], axis=1)
