@@ -143,3 +143,14 @@ def test_top_k_indices_on_large_arrays(k):
     scores = np.random.default_rng(k).integers(0, 500, 5000).astype(np.float32)
     expected = np.lexsort((np.arange(5000), -scores))[:k]
     np.testing.assert_array_equal(top_k_indices(scores, k), expected)
+
+
+def test_topk_dot_scores_a_query_alike_alone_and_in_a_batch():
+    """One query's BLAS pass is the matrix-vector one, which rounds differently: it must not show."""
+    rng = np.random.default_rng(0)
+    docs = rng.standard_normal((3000, 384)).astype(np.float32)
+    queries = rng.standard_normal((9, 384)).astype(np.float32)
+    idx, scores = topk_dot(queries, docs, 20, chunk_size=1000, query_block=4)  # a last block of one query
+    for q in range(len(queries)):
+        one_idx, one_scores = topk_dot(queries[q:q + 1], docs, 20, chunk_size=1000)
+        assert np.array_equal(one_idx[0], idx[q]) and np.array_equal(one_scores[0], scores[q])
