@@ -124,6 +124,25 @@ def measure(data: Path, cache: Path, n_queries: int) -> dict:
     return out
 
 
+def saved_load(data: Path, cache: Path, folder: Path) -> dict:
+    """Save the built index (``cascade index ... --out``), then ``cascade.load`` it in fresh processes."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("index_updates", HERE.parent / "index_updates" / "run.py")
+    updates = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(updates)  # its load_in_subprocess: the same measurement as for SciFact
+    shutil.rmtree(folder, ignore_errors=True)
+    env = {**os.environ, "CASCADE_CACHE_DIR": str(cache)}
+    t0 = time.perf_counter()
+    subprocess.run([*CLI, "index", "pipeline=colbert", f"dataset.path={data}", "--out", str(folder)],
+                   env=env, check=True, capture_output=True, text=True)
+    save_s = time.perf_counter() - t0
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return {"save_s": round(save_s, 1), "folder_bytes": size, "first_open": updates.load_in_subprocess(folder),
+            "again": updates.load_in_subprocess(folder)}
+
+
 def report() -> str:
     build_part = json.loads((PARTS / "build.json").read_text())
     lines = ["# Real-text scale: GCIDE through `cascade index`", "",
@@ -138,6 +157,16 @@ def report() -> str:
              f"| bytes per token, everything included | {build_part['bytes_per_token_all']} |"]
     for name, phase in (build_part.get("build_phases") or {}).items():
         lines.append(f"| phase {name} | {phase} |")
+    if (PARTS / "load.json").is_file():
+        ld = json.loads((PARTS / "load.json").read_text())
+        lines += ["", f"Saved with `cascade index pipeline=colbert dataset.path=... --out DIR` from the built cache "
+                  f"in {ld['save_s']} s ({ld['folder_bytes'] / 1e6:.0f} MB); `cascade.load(DIR)` in fresh processes:", "",
+                  "| open | import + model s | open s | first search s | RSS open MiB | RSS after search MiB |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for name in ("first_open", "again"):
+            r = ld[name]
+            lines.append(f"| {name.replace('_', ' ')} | {r['import_and_model_s']} | {r['open_s']} | "
+                         f"{r['first_search_s']} | {r['rss_open_mib']} | {r['rss_after_search_mib']} |")
     if (PARTS / "measure.json").is_file():
         m = json.loads((PARTS / "measure.json").read_text())
         lines += ["", f"Queries: {m['queries']} known-item sentences of the corpus, each timed alone. "
@@ -158,7 +187,8 @@ def report() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["build", "measure", "report"])
+    ap.add_argument("what", choices=["build", "measure", "load", "report"])
+    ap.add_argument("--saved", type=Path, default=Path("/work/gcide_saved"), help="folder for `load`")
     ap.add_argument("--data", type=Path, default=Path("/work/gcide"))
     ap.add_argument("--cache", type=Path, default=Path("/work/cache_gcide"))
     ap.add_argument("--queries", type=int, default=300)
@@ -167,6 +197,8 @@ def main() -> None:
     PARTS.mkdir(exist_ok=True)
     if args.what == "build":
         (PARTS / "build.json").write_text(json.dumps(build(args.data, args.cache, args.overrides), indent=2))
+    elif args.what == "load":
+        (PARTS / "load.json").write_text(json.dumps(saved_load(args.data, args.cache, args.saved), indent=2))
     elif args.what == "measure":
         (PARTS / "measure.json").write_text(json.dumps(measure(args.data, args.cache, args.queries), indent=2))
     print(report())
