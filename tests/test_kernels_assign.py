@@ -1,4 +1,6 @@
 """Tests for assign.py and kmeans.py: exact and coarse-to-fine assignment, the two-level k-means."""
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -80,6 +82,26 @@ def test_coarse_agrees_with_exact_on_clustered_data():
     assert sims[0].mean() > sims[1].mean() - 2e-3 and np.all(sims[0] <= sims[1] + 1e-6)
     one = CoarseAssigner.build(centroids, nprobe=1, rescore=1).assign(test)
     assert (one == exact).mean() < agree  # probing more cells and rescoring more candidates helps
+
+
+def test_coarse_buffers_reused_across_calls_and_rescore_blocks(monkeypatch):
+    """Scratch buffers live across calls (grown, then reused as smaller views) and the float32 rescoring
+    runs in blocks: neither may leak rows of one call or block into another's answers."""
+    import cascade.kernels.assign as assign_mod
+
+    monkeypatch.setattr(assign_mod, "RESCORE_ROWS", 7)  # many blocks, a ragged last one
+    rng = np.random.default_rng(11)
+    centroids = unit(rng, 50, 16)
+    assigner = CoarseAssigner.build(centroids, num_cells=5, nprobe=5, rescore=50)  # exact by construction
+    for n, chunk in ((200, 64), (13, 5), (90, 90), (1, 1), (150, 33)):
+        x = unit(rng, n, 16)
+        np.testing.assert_array_equal(assigner.assign(x, chunk=chunk), nearest_naive(x, centroids))
+    # one cell probed, one candidate: the bfloat16 stage decides, so stale scratch rows would show
+    reused = CoarseAssigner.build(centroids, num_cells=5, nprobe=1, rescore=1)
+    for n, chunk in ((200, 64), (13, 5), (90, 90), (1, 1), (150, 33)):
+        x = unit(rng, n, 16)
+        fresh = dataclasses.replace(reused)  # new instance: no buffers yet
+        np.testing.assert_array_equal(reused.assign(x, chunk=chunk), fresh.assign(x, chunk=chunk))
 
 
 def test_coarse_assignment_streams_any_float_rows():
