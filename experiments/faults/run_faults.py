@@ -290,9 +290,9 @@ def case5_checkpoints():
     weights = load_file(str(ref / "1_Dense" / "model.safetensors"))
     weights["linear.weight"] = (weights["linear.weight"] + torch.eye(32)).contiguous()
     save_file(weights, str(ref / "1_Dense" / "model.safetensors"), metadata={"format": "pt"})
-    api = Proc("python: load_token_encoder(PyLate 32->32 edited to use_residual: true).encode_docs(docs)", 0)
-    try:
-        a, b, c = (load_token_encoder(str(x), device="cpu").encode_docs(list(DOCS.values())).tokens
+    api = Proc("python: load_token_encoder(PyLate 32->32 edited to use_residual: true, precision=fp32).encode_docs(docs)", 0)
+    try:  # fp32: the check is that the residual is applied exactly (bf16 rounding alone moves vectors ~3e-3)
+        a, b, c = (load_token_encoder(str(x), device="cpu", precision="fp32").encode_docs(list(DOCS.values())).tokens
                    for x in (res, ref, plain))
         diff, moved = float(np.abs(a - b).max()), float(np.abs(a - c).max())
         add("5b PyLate Dense config edited to `use_residual: true` (32->32), API", api, diff < 1e-5 and moved > 1e-3,
