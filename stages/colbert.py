@@ -24,7 +24,7 @@ from cascade.index.residual_index import FORMAT_VERSION as RESIDUAL_FORMAT
 from cascade.index.residual_index import ResidualIndex, ResidualIndexArtifact, check_assignment, check_nbits
 from cascade.index.token_index import TokenIndex, TokenIndexArtifact
 from cascade.kernels.maxsim import DEFAULT_BLOCK_ROWS, maxsim
-from cascade.kernels.precision import STAGE_NOTE, check_compute_dtype, resolve_precision
+from cascade.kernels.precision import STAGE_NOTE, resolve_compute_dtype, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,8 @@ class ColBERT(Stage):
             cells first, then the centroids of the best few; with the two-level k-means) or ``auto``
             (exact up to 16,384 centroids, coarse above); part of the index's cache key.
         compute_dtype: ``float32`` or ``bfloat16`` for the MaxSim matmuls and PLAID's centroid scores
-            (faster on CPUs with AVX-512 BF16 and on GPUs).
+            (faster on CPUs with AVX-512 BF16 and on GPUs); ``auto`` (the default): bfloat16 where the
+            device has it natively, else float32 (``experiments/bf16_defaults``: nDCG@10 within 0.001).
         device, precision, cache_dir, progress: as for :class:`~cascade.stages.biencoder.BiEncoder`
             (``precision``: the encoder's forward passes, not MaxSim, which follows ``compute_dtype``).
     """
@@ -86,7 +87,7 @@ class ColBERT(Stage):
                  search: str | None = None, ncells: int | None = None, centroid_score_threshold: float | None = None,
                  ndocs: int | None = None, prune_to: int | None = None, num_centroids: int | None = None,
                  kmeans_niter: int = 4, points_per_centroid: int = 32, assignment: str = "auto",
-                 compute_dtype: str = "float32",
+                 compute_dtype: str = "auto",
                  device: str | None = None, precision: str = "auto", cache_dir: str | None = None,
                  progress: bool = True, fusion=None, name: str | None = None):
         super().__init__(k=k, fusion=fusion, name=name or "colbert")
@@ -118,7 +119,7 @@ class ColBERT(Stage):
         self.kmeans_niter = positive(kmeans_niter, "kmeans_niter", allow_none=False)
         self.points_per_centroid = positive(points_per_centroid, "points_per_centroid", allow_none=False)
         self.assignment = check_assignment(assignment, self.name)
-        self.compute_dtype = check_compute_dtype(compute_dtype, f"{self.name}.compute_dtype")
+        self.compute_dtype = resolve_compute_dtype(compute_dtype, device, f"{self.name}.compute_dtype")  # effective
         self.device, self.cache_dir, self.progress = device, cache_dir, progress
         self.precision = resolve_precision(precision, device, f"{self.name}.precision", STAGE_NOTE)  # effective
         self._encoder: TokenEncoder | None = None
@@ -190,6 +191,33 @@ class ColBERT(Stage):
         queries, mask = self._encode_queries(batch.query_texts)
         with timed("score"):
             return self.exact_scores(queries, mask, batch.candidates.doc_idx)
+
+    def extra_features(self, batch: Batch, cands: Candidates) -> dict[str, np.ndarray]:
+        """Per-query-token maxima of each candidate summarized (:mod:`cascade.core.features`): their mean
+        (``tok_mean``, MaxSim over the number of query tokens), largest (``tok_max``) and smallest (``tok_min``).
+        Computed in float32 from the index's token vectors (compressed: decoded)."""
+        import torch
+
+        queries, qmask = self._encode_queries(batch.query_texts)
+        index, shape = self._index, cands.doc_idx.shape
+        out = {n: np.zeros(shape, np.float32) for n in ("tok_mean", "tok_max", "tok_min")}
+        starts, ends = index.offsets[:-1], index.offsets[1:]
+        for q in range(shape[0]):
+            qv = np.asarray(queries[q], np.float32)[np.asarray(qmask[q], bool)]
+            docs = cands.doc_idx[q]
+            live = np.flatnonzero((docs >= 0) & (ends[np.maximum(docs, 0)] > starts[np.maximum(docs, 0)]))
+            if not len(qv) or not len(live):
+                continue
+            a, b = starts[docs[live]], ends[docs[live]]
+            if self.compressed:
+                vecs = index.decompress_rows(np.concatenate([np.arange(s, e) for s, e in zip(a, b)]))
+            else:
+                vecs = np.concatenate([index.tokens[s:e] for s, e in zip(a, b)])
+            sim = (torch.as_tensor(vecs).float() @ torch.from_numpy(qv).T).numpy()  # (rows, query tokens)
+            best = np.maximum.reduceat(sim, np.r_[0, np.cumsum(b - a)[:-1]], axis=0)  # (live, query tokens)
+            out["tok_mean"][q, live], out["tok_max"][q, live] = best.mean(1), best.max(1)
+            out["tok_min"][q, live] = best.min(1)
+        return out
 
     def score_texts(self, queries, docs) -> list[np.ndarray]:
         """Exact MaxSim of each query's ``docs`` (texts), encoded now; nothing is cached. Token vectors

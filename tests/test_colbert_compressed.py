@@ -22,7 +22,8 @@ def model(tmp_path_factory):
 
 
 def stage(model, cache, **kw):
-    return ColBERT(model=model, cache_dir=cache, progress=False, **{"k": 10, "nbits": 2, "num_centroids": 16, **kw})
+    return ColBERT(model=model, cache_dir=cache, progress=False,
+                   **{"k": 10, "nbits": 2, "num_centroids": 16, "compute_dtype": "float32", **kw})  # exact: fp32
 
 
 @pytest.mark.parametrize("bad, message", [({"nbits": 3}, "nbits must be one of 1, 2, 4"),

@@ -82,6 +82,22 @@ def test_auto_means_bf16_on_a_bf16_cpu_and_fp32_elsewhere(monkeypatch):
     assert resolve_precision("auto", "mps") == "fp32"
 
 
+def test_compute_dtype_auto_is_bfloat16_exactly_where_the_device_has_it(monkeypatch):
+    from cascade.kernels.precision import resolve_compute_dtype
+    from cascade.stages.colbert import ColBERT
+
+    monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: True)
+    assert [resolve_compute_dtype(d, "cpu", "k") for d in ("auto", "float32", "bfloat16")] == [
+        "bfloat16", "float32", "bfloat16"]
+    assert ColBERT(device="cpu", progress=False).compute_dtype == "bfloat16"  # the stage's default is auto
+    assert ColBERT(device="cpu", compute_dtype="float32", progress=False).compute_dtype == "float32"
+    monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: False)
+    assert ColBERT(device="cpu", progress=False).compute_dtype == "float32"
+    assert resolve_compute_dtype("auto", "mps", "k") == "float32"
+    with pytest.raises(ConfigError, match=r"colbert\.compute_dtype must be auto, float32 or bfloat16"):
+        ColBERT(device="cpu", compute_dtype="fp16", progress=False)
+
+
 @pytest.mark.parametrize("supported, asked, message", [
     (False, "bf16", r"stage\.x\.precision=bf16: this CPU has no native bf16 .*use stage\.x\.precision=auto"),
     (True, "fp16", r"stage\.x\.precision=fp16 runs on CUDA GPUs only.*bf16 or fp32"),

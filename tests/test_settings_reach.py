@@ -66,7 +66,7 @@ CASES = {
               "prune_to": (COMPRESSED, 2), "num_centroids": ({"nbits": 2}, 4),
               "kmeans_niter": (COMPRESSED, 1), "points_per_centroid": (COMPRESSED, 2),
               "assignment": (COMPRESSED, "coarse"),
-              "compute_dtype": ({}, "bfloat16"), "precision": ({"precision": "fp32"}, "bf16"),
+              "compute_dtype": ({"compute_dtype": "float32"}, "bfloat16"), "precision": ({"precision": "fp32"}, "bf16"),
               "fusion": ({}, Fusion("zscore", 0.9, 0.1))},
     CrossEncoder: {"k": ({}, 2), "model": ({}, "cross_encoder_other"), "max_length": ({}, 6),
                    "fusion": ({}, Fusion("zscore", 0.9, 0.1))},

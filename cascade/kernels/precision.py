@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EFFECTIVE = ("fp32", "bf16", "fp16")
-COMPUTE_DTYPES = ("float32", "bfloat16")
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 STAGE_NOTE = " (in configs every neural stage follows encoding.precision unless stage.<name>.precision is set)"
 _CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 flags; "bf16" is the ARM feature name
 
@@ -153,6 +153,14 @@ def autocast(effective: str, device: str | None) -> contextlib.AbstractContextMa
 def check_compute_dtype(compute_dtype: object, key: str) -> str:
     """A kernel compute dtype (:data:`COMPUTE_DTYPES`), else a ConfigError naming ``key``."""
     if compute_dtype not in COMPUTE_DTYPES:
-        raise ConfigError(f"{key} must be float32 or bfloat16 (bfloat16 is fast where "
-                          f"bf16_supported(device): AVX-512 BF16 / AMX CPUs and most GPUs), got {compute_dtype!r}")
+        raise ConfigError(f"{key} must be auto, float32 or bfloat16 (auto: bfloat16 where bf16_supported(device): "
+                          f"AVX-512 BF16 / AMX CPUs and most GPUs, else float32), got {compute_dtype!r}")
     return str(compute_dtype)
+
+
+def resolve_compute_dtype(compute_dtype: object, device: str | None, key: str) -> str:
+    """The kernel dtype ``compute_dtype`` runs at on ``device``: ``auto`` is bfloat16 where the device
+    computes bf16 natively (the same detection as ``encoding.precision=auto``), else float32."""
+    if check_compute_dtype(compute_dtype, key) != "auto":
+        return str(compute_dtype)
+    return "bfloat16" if bf16_supported(device) else "float32"
