@@ -15,16 +15,16 @@ interface, evaluation) and ``cascade.kernels`` (pure array functions); ``cascade
 """
 __version__ = "0.2.0"
 
+from cascade.core.apply import FunctionStage, apply
 from cascade.core.candidates import Batch, Candidates
 from cascade.core.data import Corpus, Dataset, load_beir, load_trec
 from cascade.core.errors import CascadeError, ConfigError, CorruptArtifactError, DataError, NeedsCandidatesError
 from cascade.core.evaluation import DEFAULT_METRICS, evaluate, per_query, stage_report
 from cascade.core.fusion import Fusion
 from cascade.core.results import Run, StageTrace, read_run, read_trec_run, write_trec_run
+from cascade.core.search import Hit, Ranking
 from cascade.core.sources import corpus, dataset, load_dataset
 from cascade.core.stage import Pipeline, Stage
-from cascade.core.apply import FunctionStage, apply
-from cascade.core.search import Hit, Ranking
 from cascade.core.union import UnionFusion
 
 __all__ = [

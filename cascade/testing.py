@@ -47,7 +47,8 @@ def tiny_bert(folder: str | Path, seed: int = 0, hidden: int = 32) -> Path:
 
 def tiny_sentence_transformer(folder: str | Path, seed: int = 0, hidden: int = 32, max_seq_length: int = 64,
                               normalize: bool = True) -> Path:
-    """A sentence-transformers folder: Transformer (tiny BERT) + mean Pooling (+ Normalize unless ``normalize=False``)."""
+    """A sentence-transformers folder: Transformer (tiny BERT) + mean Pooling (+ Normalize unless
+    ``normalize=False``)."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 

@@ -8,9 +8,9 @@ import numpy as np
 from cascade.core.candidates import Batch
 from cascade.core.data import Corpus
 from cascade.core.passes import solo_passes_active
-from cascade.encoders.models import load_model, pick_device, resolve_model
 from cascade.core.stage import Stage, check_positive
 from cascade.core.timing import timed
+from cascade.encoders.models import load_model, pick_device, resolve_model
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from saved_helpers import make_docs, pipelines  # noqa: E402
-
 import cascade  # noqa: E402
 from cascade.index import crashpoints  # noqa: E402
+
+from saved_helpers import make_docs, pipelines  # noqa: E402
 
 ADDED = make_docs(6, seed=5, start=100)
 UPDATED = {"d2": "ship sea ship sea train", "d5": {"title": "Moon", "text": "moon star night", "metadata": {"x": 1}}}

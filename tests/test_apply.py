@@ -43,7 +43,7 @@ def test_batch_function_returning_scores_candidates_or_a_batch(tiny_dataset):
     before = BM25(k=4).rerank(Batch(queries, corpus)).candidates
     flip = Stage.from_function(lambda batch: -batch.candidates.scores, k=3)
     out = flip.rerank(Batch(queries, corpus, before)).candidates
-    assert _rows(out) == [sorted(r, key=lambda d: (-(-dict(zip(before.doc_idx[q], before.scores[q]))[d]), d))[:3]
+    assert _rows(out) == [sorted(r, key=lambda d: (dict(zip(before.doc_idx[q], before.scores[q]))[d], d))[:3]
                           for q, r in enumerate(_rows(before))]
 
     def everything(batch):  # a retriever: every document, scored by its row

@@ -6,10 +6,10 @@ import pytest
 
 from cascade import Batch, Candidates, ConfigError, Fusion, Pipeline
 from cascade.encoders.sentence import clear_encoders, get_sentence_encoder
-from cascade.testing import tiny_sentence_transformer
 from cascade.stages.biencoder import BiEncoder
 from cascade.stages.bm25 import BM25
 from cascade.stages.colbert import ColBERT
+from cascade.testing import tiny_sentence_transformer
 
 QUERIES = ["cat on a mat", "barking dogs", "fish in rivers", "singing birds"]
 

@@ -12,6 +12,7 @@ from cascade.index import store
 from cascade.stages.biencoder import BiEncoder
 from cascade.stages.colbert import ColBERT
 from cascade.testing import tiny_sentence_transformer
+
 from conftest import REPO, write_beir
 
 
@@ -210,16 +211,25 @@ def test_two_neural_cli_runs_on_one_empty_cache(model, tmp_path):
     """Two `cascade run` of a neural pipeline at once: both succeed, same output, the corpus encoded once."""
     docs = {f"d{i}": (f"title {i}", f"body text {i} about subject {i % 9} " * (3 + i % 11)) for i in range(400)}
     queries = {f"q{i}": f"subject {i}" for i in range(9)}
-    data = write_beir(tmp_path / "data", docs=docs, queries=queries, qrels={q: {f"d{i}": 1} for i, q in enumerate(queries)})
+    data = write_beir(
+        tmp_path / "data", docs=docs, queries=queries, qrels={q: {f"d{i}": 1} for i, q in enumerate(queries)}
+    )
     env = {**os.environ, "CASCADE_CACHE_DIR": str(tmp_path / "cache")}
-    args = ["pipeline=bm25_colbert", f"dataset.path={data}", f"stage.colbert.model={model}", "stage.colbert.chunk_size=32",
-            "stage.colbert.progress=false"]
+    args = [
+        "pipeline=bm25_colbert",
+        f"dataset.path={data}",
+        f"stage.colbert.model={model}",
+        "stage.colbert.chunk_size=32",
+        "stage.colbert.progress=false",
+    ]
     procs = [subprocess.Popen([sys.executable, "-m", "cascade.app.cli", "run", *args, f"hydra.run.dir={tmp_path / n}"],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for n in ("a", "b")]
     outs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     assert (tmp_path / "a" / "run.trec").read_bytes() == (tmp_path / "b" / "run.trec").read_bytes()
-    assert json.loads((tmp_path / "a" / "metrics.json").read_text()) == json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text()) == json.loads(
+        (tmp_path / "b" / "metrics.json").read_text()
+    )
     logs = "".join(out + err for out, err in outs)  # Hydra logs to stdout
     assert logs.count("encoded 400 documents") == 1, logs[-3000:]

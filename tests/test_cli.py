@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from cascade.app.runner import RESULT_FILES
+
 from conftest import REPO
 
 
@@ -43,8 +44,8 @@ def test_saved_run_file_evaluates_to_exactly_metrics_json(scifact_path, tmp_path
     """run.trec is written at full precision: evaluating it gives metrics.json to the last bit."""
     import ir_measures
 
-    from cascade.core.evaluation import evaluate
     from cascade.core.data import load_beir
+    from cascade.core.evaluation import evaluate
     from cascade.core.results import read_trec_run
 
     out = tmp_path / "run"
@@ -147,13 +148,27 @@ def test_ctrl_c_exits_quietly_with_130(tiny_beir, tmp_path):
         "import time\nfrom cascade.stages.bm25 import BM25\n\nclass Sleepy(BM25):\n"
         "    def load(self, corpus, artifacts):\n        print('loading', flush=True)\n        time.sleep(60)\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "cascade.app.cli", "run", "pipeline=bm25", f"dataset.path={tiny_beir}",
-                             "stage.bm25._target_=sleepy.Sleepy", "allowed_targets=[sleepy]",
-                             f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            # a terminal's Ctrl-C, even when this suite runs in the background (`cmd &`
-                            # starts with SIGINT ignored, which a child would inherit)
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cascade.app.cli",
+            "run",
+            "pipeline=bm25",
+            f"dataset.path={tiny_beir}",
+            "stage.bm25._target_=sleepy.Sleepy",
+            "allowed_targets=[sleepy]",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a terminal's Ctrl-C, even when this suite runs in the background (`cmd &`
+        # starts with SIGINT ignored, which a child would inherit)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 60
     line = ""
     while "loading" not in line and time.time() < deadline:

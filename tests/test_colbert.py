@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from cascade import Batch, Candidates, Corpus, Pipeline
-from cascade.index.store import is_complete
 from cascade.encoders.colbert_formats import detect_format
+from cascade.index.store import is_complete
 from cascade.kernels.maxsim import maxsim_naive
-from cascade.testing import tiny_colbert_ai, tiny_pylate, tiny_sentence_transformer
 from cascade.stages.colbert import ColBERT
+from cascade.testing import tiny_colbert_ai, tiny_pylate, tiny_sentence_transformer
 
 DOCS = ["The cat sat on the mat, purring (loudly)!", "Dogs bark at the mail carrier.",
         "Fish swim in cold rivers; lakes too.", "Birds sing " * 30, ""]
@@ -228,7 +228,9 @@ def test_a_chunk_damaged_while_the_build_was_stopped_is_encoded_again(models, tm
     calls.clear()
     resumed = ColBERT(model=model, cache_dir=tmp_path / "b", chunk_size=4, progress=False)
     real = resumed.encoder.encode_docs
-    monkeypatch.setattr(resumed.encoder, "encode_docs", lambda texts, cb=None: calls.append(len(texts)) or real(texts, cb))
+    monkeypatch.setattr(
+        resumed.encoder, "encode_docs", lambda texts, cb=None: calls.append(len(texts)) or real(texts, cb)
+    )
     resumed.prepare(corpus)
     assert sum(calls) == len(corpus) - 4  # the damaged chunk again, with the ones never saved
     assert np.array_equal(resumed._index.tokens, whole._index.tokens)

@@ -5,13 +5,13 @@ import logging
 
 import numpy as np
 import pytest
+from test_colbert_compressed import CORPUS, model, stage  # noqa: F401 (the model fixture)
+from test_kernels_residual import pack_naive
 
 from cascade import ConfigError
 from cascade.index import residual_index
 from cascade.kernels.assign import assign_exact
 from cascade.stages.colbert import ColBERT
-from test_colbert_compressed import CORPUS, model, stage  # noqa: F401 (the model fixture)
-from test_kernels_residual import pack_naive
 
 
 def built(col):

@@ -6,6 +6,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from cascade import Pipeline, Stage
+
 from conftest import REPO
 
 CONF = REPO / "conf"

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from cascade import Batch, CascadeError, Candidates, NeedsCandidatesError, Pipeline
-from cascade.testing import tiny_cross_encoder
+from cascade import Batch, Candidates, CascadeError, NeedsCandidatesError, Pipeline
 from cascade.stages.cross_encoder import CrossEncoder
+from cascade.testing import tiny_cross_encoder
 
 
 @pytest.fixture(scope="module")

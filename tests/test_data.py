@@ -4,10 +4,11 @@ import zipfile
 import pytest
 
 from cascade import DataError, load_beir, load_trec, per_query
-from cascade.core.data import Corpus
 from cascade.app.download import download_beir
-from conftest import write_beir
+from cascade.core.data import Corpus
 from cascade.stages.bm25 import BM25
+
+from conftest import write_beir
 
 
 def test_load_beir_joins_title_and_text(tiny_beir):

@@ -1,15 +1,15 @@
 """Model resolution and loading errors, and the shared sentence encoder against transformers directly."""
-import numpy as np
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
 from cascade import CascadeError
-from cascade.encoders.sentence import SentenceEncoder, clear_encoders, get_sentence_encoder
-from cascade.encoders.models import default_model_path, model_identity, resolve_model
-from cascade.testing import tiny_sentence_transformer
 from cascade.core.timing import run_scope
+from cascade.encoders.models import default_model_path, model_identity, resolve_model
+from cascade.encoders.sentence import SentenceEncoder, clear_encoders, get_sentence_encoder
+from cascade.testing import tiny_sentence_transformer
 
 TEXTS = ["The cat sat on the mat, purring loudly while the dog barked at the mail carrier outside.",
          "Dogs bark.", "", "word " * 100]
@@ -38,7 +38,7 @@ def test_hub_name_offline_says_how_to_supply_a_local_path(monkeypatch, tmp_path)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
     encoder = SentenceEncoder("some-org/some-model-that-is-not-cached")
     with pytest.raises(CascadeError, match="offline") as err:
-        encoder.model
+        _ = encoder.model
     assert "--local-dir" in str(err.value) and "model path" in str(err.value)
 
 
@@ -46,7 +46,7 @@ def test_unloadable_local_folder_is_a_clear_error(tmp_path):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{not json")
     with pytest.raises(CascadeError, match="could not load"):
-        SentenceEncoder(str(tmp_path / "broken")).model
+        _ = SentenceEncoder(str(tmp_path / "broken")).model
 
 
 def test_model_identity_follows_content(tmp_path, tiny_st):

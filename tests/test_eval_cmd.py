@@ -4,10 +4,11 @@ import random
 import re
 
 import pytest
+from test_cli import cascade
 
 from cascade.app.cli import main
+
 from conftest import write_beir
-from test_cli import cascade
 
 QRELS_TEXT = "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td3\t2\nq2\td2\t1\n"
 

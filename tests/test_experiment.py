@@ -75,7 +75,9 @@ def test_table_columns_and_p_values_match_the_sweep_statistics(dataset, test):
             assert row["recall_bm25#2"] == pytest.approx(stages[1]["recall"]) and row["k_bm25#2"] == 5
         else:
             assert np.isnan(row["recall_bm25#2"])
-        assert row["ms_per_query"] == pytest.approx(row["ms_bm25"] + (0 if np.isnan(row["ms_bm25#2"]) else row["ms_bm25#2"]))
+        assert row["ms_per_query"] == pytest.approx(
+            row["ms_bm25"] + (0 if np.isnan(row["ms_bm25#2"]) else row["ms_bm25#2"])
+        )
         assert row["queries"] == 12
 
 
@@ -104,7 +106,9 @@ def test_best_under_is_the_tuning_procedure_over_the_experiment(dataset):
     data = table.experiment
     cands = [Candidate(n, data.ms_per_query[n], data.per_query[n]["R@5"]) for n in PIPELINES]
     expected = tune(cands, cands[0], budget, 3, 1, "ttest", "R@5")
-    assert best.chosen.name == expected.chosen.name and best.chosen.obj is pipes[list(PIPELINES).index(best.chosen.name)]
+    assert (
+        best.chosen.name == expected.chosen.name and best.chosen.obj is pipes[list(PIPELINES).index(best.chosen.name)]
+    )
     assert best.cv_value == expected.cv_value and best.cv.p_value == expected.cv.p_value
     assert best.chosen.name == max(PIPELINES, key=lambda n: table.set_index("name").loc[n, "R@5"])
     # narrowing the frame keeps its data; a budget below every pipeline is refused

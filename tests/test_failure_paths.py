@@ -17,8 +17,8 @@ from hydra import compose, initialize_config_dir
 from cascade.app import cli, download
 from cascade.app.jobs import ERROR_FILE, finished, run_sweep_job
 from cascade.app.runner import RESULT_FILES
-from conftest import QRELS, QUERIES, REPO, read_csv, write_beir
-from conftest import cascade_cli as cascade
+
+from conftest import QRELS, QUERIES, REPO, cascade_cli as cascade, read_csv, write_beir
 
 COMMANDS = re.findall(r"^  (\w+) ", cli.USAGE.split("options:")[0], flags=re.M)
 

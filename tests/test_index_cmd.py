@@ -15,6 +15,7 @@ from cascade.app.index_cmd import compose_config
 from cascade.core.errors import CascadeError
 from cascade.encoders.sentence import SentenceEncoder, sentence_pass
 from cascade.index.encoding import LocalEngine
+
 from conftest import REPO
 
 

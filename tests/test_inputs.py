@@ -4,6 +4,7 @@ import json
 import pytest
 
 from cascade import Corpus, DataError, Dataset, load_beir, load_trec
+
 from conftest import write_beir
 
 
@@ -83,7 +84,9 @@ def test_duplicate_ids_name_the_lines(tmp_path):
     root = write_beir(tmp_path / "b")
     with (root / "queries.jsonl").open("a") as out:
         out.write(json.dumps({"_id": "q2", "text": "again"}) + "\n")
-    with pytest.raises(DataError, match=r"queries.jsonl, line 5: query id 'q2' appears more than once \(first on line 2\)"):
+    with pytest.raises(
+        DataError, match=r"queries.jsonl, line 5: query id 'q2' appears more than once \(first on line 2\)"
+    ):
         load_beir(root)
     root = write_beir(tmp_path / "c")
     with (root / "corpus.jsonl").open("a") as out:

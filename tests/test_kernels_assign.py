@@ -4,10 +4,10 @@ import dataclasses
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from test_kernels_residual import clustered
 
 from cascade.kernels.assign import CoarseAssigner, assign_exact, coarse_cells_for, resolve_assignment
 from cascade.kernels.kmeans import split_counts, train_centroids
-from test_kernels_residual import clustered
 
 
 def unit(rng, n, dim):

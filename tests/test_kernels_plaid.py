@@ -6,8 +6,17 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from cascade.kernels.maxsim import maxsim, maxsim_naive
-from cascade.kernels.plaid import (approx_scores, build_ivf, centroid_scores, default_search_params, exhaustive_search,
-                   plaid_candidates, plaid_search, prune_candidates, residual_exact_fn)
+from cascade.kernels.plaid import (
+    approx_scores,
+    build_ivf,
+    centroid_scores,
+    default_search_params,
+    exhaustive_search,
+    plaid_candidates,
+    plaid_search,
+    prune_candidates,
+    residual_exact_fn,
+)
 from cascade.kernels.residual import num_centroids_for, train_codec
 
 log = logging.getLogger(__name__)
@@ -77,7 +86,9 @@ def test_approx_scores_match_naive(corpus, lq, seed, keep_frac, tile):
     np.testing.assert_allclose(approx_scores(scores, codes, offsets, docs, keep=keep, tile_elements=tile),
                                expected, rtol=1e-5, atol=1e-5)
     ivf = build_ivf(codes, offsets, num_c)  # pairs from the kept centroids' lists when cheaper
-    np.testing.assert_allclose(approx_scores(scores, codes, offsets, docs, keep=keep, ivf=ivf), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        approx_scores(scores, codes, offsets, docs, keep=keep, ivf=ivf), expected, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_default_search_params():

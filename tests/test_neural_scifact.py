@@ -1,5 +1,6 @@
 """The neural stages with real weights (the packaged all-MiniLM-L6-v2) on a SciFact subset (seconds)."""
 import json
+
 import numpy as np
 import pytest
 

@@ -4,19 +4,16 @@ import math
 
 import numpy as np
 import pytest
+from test_kernels_plaid import make_corpus, make_queries, naive_approx
 
 from cascade import Batch, Corpus, Pipeline
 from cascade.kernels import plaid
 from cascade.kernels.maxsim import maxsim_naive
-from cascade.kernels.plaid import (build_ivf, centroid_scores, default_search_params, plaid_search,
-                                   residual_exact_fn)
-from cascade.kernels.plaid_plan import (CANDIDATE_FRACTION, EXACT_FRACTION, EXHAUSTIVE_FRACTION, append_tail,
-                                        plan_search)
+from cascade.kernels.plaid import build_ivf, centroid_scores, default_search_params, plaid_search, residual_exact_fn
+from cascade.kernels.plaid_plan import CANDIDATE_FRACTION, EXACT_FRACTION, EXHAUSTIVE_FRACTION, append_tail, plan_search
 from cascade.kernels.residual import num_centroids_for, train_codec
 from cascade.stages.colbert import ColBERT
 from cascade.testing import tiny_sentence_transformer
-
-from test_kernels_plaid import make_corpus, make_queries, naive_approx
 
 # (k, corpus size) -> (exhaustive, ncells, threshold, ndocs, rerank_docs), from the module docstring's table
 TABLE = [

@@ -24,9 +24,9 @@ from cascade.index.encoding import build_pass
 from cascade.index.ray_engine import RayEngine
 from cascade.index.token_index import TokenIndexArtifact
 from cascade.index.vectors import VectorsArtifact
+
 from conftest import write_beir
-from ray_head import RAY_ENV, free_port
-from ray_head import ray_head as start_ray_head
+from ray_head import RAY_ENV, free_port, ray_head as start_ray_head
 
 ray = pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".[ray]"')
 

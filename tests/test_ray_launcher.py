@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from ray_head import RAY_ENV
-from ray_head import ray_head as start_ray_head
+from ray_head import RAY_ENV, ray_head as start_ray_head
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install -e .[sweep]")
-pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="hydra-ray-launcher is not installed: pip install -e .[sweep]")
-
+pytest.importorskip(
+    "hydra_plugins.hydra_ray_launcher", reason="hydra-ray-launcher is not installed: pip install -e .[sweep]"
+)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from cascade.core.errors import CascadeError
 from cascade.index import appendable, generations
 from cascade.saved.index import manifest_files
 from cascade.testing import tiny_sentence_transformer
+
 from saved_helpers import make_docs, pipelines, state
 
 WRITER = Path(__file__).with_name("saved_writer.py")

@@ -11,6 +11,7 @@ import cascade
 from cascade.core.errors import ConfigError, CorruptArtifactError, DataError
 from cascade.index import generations
 from cascade.testing import tiny_sentence_transformer
+
 from saved_helpers import make_docs, pipelines, state
 
 DOCS = make_docs(25)

@@ -8,9 +8,9 @@ import pytest
 
 import cascade
 from cascade.core.errors import DataError
-from saved_helpers import QUERIES, assert_same, make_docs, pipelines, snapshot
-
 from cascade.testing import tiny_sentence_transformer
+
+from saved_helpers import QUERIES, assert_same, make_docs, pipelines, snapshot
 
 ALL = make_docs(70)
 IDS = list(ALL)

@@ -11,6 +11,7 @@ import cascade  # noqa: E402
 from cascade.app.serve import Limits  # noqa: E402
 from cascade.core.errors import DataError  # noqa: E402
 from cascade.stages.bm25 import BM25  # noqa: E402
+
 from serve_helpers import app_over, corpus, neural_pipeline, queries, same_ranking, tiny_models  # noqa: E402
 
 DOCS = corpus()

@@ -17,6 +17,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 from cascade.stages.bm25 import BM25  # noqa: E402
+
 from conftest import DOCS  # noqa: E402
 from serve_helpers import app_over, free_port, uvicorn_thread  # noqa: E402
 

@@ -19,6 +19,7 @@ from cascade.app.cli import main as cli_main  # noqa: E402
 from cascade.app.index_cmd import compose_config  # noqa: E402
 from cascade.app.runner import build_dataset, build_pipeline  # noqa: E402
 from cascade.app.serve_cmd import ServeSpec, build_app, build_searchers, parse  # noqa: E402
+
 from conftest import QUERIES, REPO  # noqa: E402
 from serve_helpers import free_port, same_ranking  # noqa: E402
 

@@ -15,6 +15,7 @@ httpx = pytest.importorskip("httpx", reason='httpx is not installed: pip install
 
 from cascade.app.index_cmd import compose_config  # noqa: E402
 from cascade.app.runner import build_dataset, build_pipeline  # noqa: E402
+
 from conftest import QUERIES  # noqa: E402
 from ray_head import RAY_ENV, ray_head  # noqa: E402
 from serve_helpers import free_port, same_ranking  # noqa: E402

@@ -12,8 +12,9 @@ from cascade.app.cli import main as cli_main  # noqa: E402
 from cascade.app.serve_cmd import ServeSpec, build_app, parse  # noqa: E402
 from cascade.stages.biencoder import BiEncoder  # noqa: E402
 from cascade.stages.bm25 import BM25  # noqa: E402
-from serve_helpers import app_over, corpus, queries, same_ranking  # noqa: E402
 from cascade.testing import tiny_sentence_transformer  # noqa: E402
+
+from serve_helpers import app_over, corpus, queries, same_ranking  # noqa: E402
 
 AUTH = {"Authorization": "Bearer w"}
 

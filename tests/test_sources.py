@@ -8,9 +8,10 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 import cascade
-import fake_irds
 from cascade import Corpus, DataError, Dataset, load_beir
-from cascade.core.sources import as_id, queries, qrels
+from cascade.core.sources import as_id, qrels, queries
+
+import fake_irds
 from conftest import DOCS, QRELS, QUERIES, REPO
 
 TEXTS = {d: f"{t} {x}" for d, (t, x) in DOCS.items()}

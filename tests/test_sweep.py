@@ -16,12 +16,12 @@ from scipy import stats
 
 from cascade.app import sweep
 from cascade.app.cli import main as cli_main
-from cascade.core.errors import ConfigError
 from cascade.app.naming import safe_name, sweep_name
 from cascade.app.plot import pareto_front, quality_cost_figure
 from cascade.app.significance import compare, holm, paired_ttest, randomization_test
-from conftest import REPO, read_csv, write_beir
-from conftest import cascade_cli as cascade
+from cascade.core.errors import ConfigError
+
+from conftest import REPO, cascade_cli as cascade, read_csv, write_beir
 
 CONF = REPO / "conf"
 
@@ -236,7 +236,9 @@ def test_failed_job_is_a_row_and_the_others_stand(tiny_beir, tmp_path):
                    f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, cache=tmp_path / "cache")
     assert proc.returncode == 1
     assert "1 of 2 jobs failed" in proc.stderr
-    assert "stage.bm25.k=abc: ConfigError: pipeline: bm25: k must be a positive integer or null, got 'abc'" in proc.stderr
+    assert (
+        "stage.bm25.k=abc: ConfigError: pipeline: bm25: k must be a positive integer or null, got 'abc'" in proc.stderr
+    )
     assert "Traceback" not in proc.stderr
     rows = {r["dir"]: r for r in read_csv(tmp_path / "sweep" / "results.csv")}
     assert rows["stage.bm25.k=abc"]["status"] == "failed" and "got 'abc'" in rows["stage.bm25.k=abc"]["error"]
@@ -280,10 +282,27 @@ def test_parallel_jobs_build_each_index_once(tiny_beir, tmp_path):
     cache = tmp_path / "cache"
     env = {**os.environ, "CASCADE_CACHE_DIR": str(cache), "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
     proc = subprocess.run(
-        [sys.executable, "-m", "cascade.app.cli", "run", "-m", "pipeline=bm25", f"dataset.path={tiny_beir}",
-         "stage.bm25._target_=slowstage.SlowBM25", "allowed_targets=[slowstage]", "stage.bm25.k=3,5", "hydra/launcher=joblib",
-         "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "cascade.app.cli",
+            "run",
+            "-m",
+            "pipeline=bm25",
+            f"dataset.path={tiny_beir}",
+            "stage.bm25._target_=slowstage.SlowBM25",
+            "allowed_targets=[slowstage]",
+            "stage.bm25.k=3,5",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     logs = proc.stdout + proc.stderr
     assert logs.count("building the slow artifact") == 1 and logs.count("building bm25s index") == 1
@@ -317,7 +336,14 @@ def test_resume_ignores_where_caches_live_but_not_settings():
 def test_resume_reruns_a_job_whose_data_changed(tmp_path):
     """Resume compares what the job read (corpus, queries, qrels, models), not only its config."""
     data = write_beir(tmp_path / "data")
-    args = ("run", "-m", "pipeline=bm25", f"dataset.path={data}", "stage.bm25.k=2,5", f"hydra.sweep.dir={tmp_path / 'sw'}")
+    args = (
+        "run",
+        "-m",
+        "pipeline=bm25",
+        f"dataset.path={data}",
+        "stage.bm25.k=2,5",
+        f"hydra.sweep.dir={tmp_path / 'sw'}",
+    )
     first = cascade(*args, cwd=tmp_path, cache=tmp_path / "cache")
     assert first.returncode == 0, first.stderr
     again = cascade(*args, cwd=tmp_path, cache=tmp_path / "cache")

@@ -114,8 +114,17 @@ def test_a_bad_baseline_stops_the_sweep_before_any_job(tiny_beir, tmp_path):
 def test_a_bad_baseline_in_an_experiment_file_stops_the_sweep_before_any_job(tiny_beir, tmp_path):
     (tmp_path / "conf" / "experiment").mkdir(parents=True)
     (tmp_path / "conf" / "experiment" / "mine.yaml").write_text("# @package _global_\nsweep:\n  baseline: bm25\n")
-    proc = _cascade("run", "-m", "--config-dir", str(tmp_path / "conf"), "+experiment=mine", "pipeline=bm25,bm25_rescore",
-                    "dataset.path=tiny", cwd=tiny_beir.parent, tmp_path=tmp_path)
+    proc = _cascade(
+        "run",
+        "-m",
+        "--config-dir",
+        str(tmp_path / "conf"),
+        "+experiment=mine",
+        "pipeline=bm25,bm25_rescore",
+        "dataset.path=tiny",
+        cwd=tiny_beir.parent,
+        tmp_path=tmp_path,
+    )
     assert proc.returncode == 2
     assert "'bm25' is not a key:value condition" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tiny_beir.parent / "multirun").exists()

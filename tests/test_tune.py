@@ -111,7 +111,11 @@ def test_bad_settings_are_refused():
 def write_sweep(root: Path, baseline: list[str] | str | None = ("x=base",)) -> Path:
     """A finished sweep: one job per config of CONFIGS, with per-query nDCG@10 and measured ms/query."""
     root.mkdir(parents=True)
-    sweep = {"metric": "nDCG@10", "test": "ttest", "baseline": list(baseline) if isinstance(baseline, tuple) else baseline}
+    sweep = {
+        "metric": "nDCG@10",
+        "test": "ttest",
+        "baseline": list(baseline) if isinstance(baseline, tuple) else baseline,
+    }
     (root / "multirun.yaml").write_text(yaml.safe_dump({"sweep": sweep}))
     for num, (name, (ms, values)) in enumerate(CONFIGS.items()):
         job = root / f"x={name}"
@@ -128,20 +132,35 @@ def write_sweep(root: Path, baseline: list[str] | str | None = ("x=base",)) -> P
 
 def test_tune_command_prints_the_choice_and_its_command_line(tmp_path, capsys):
     root = write_sweep(tmp_path / "sweep")
-    assert cli_main(["tune", str(root), "--budget-ms", "10,100", "--folds", "3", "--json", str(tmp_path / "t.json")]) == 0
+    assert (
+        cli_main(["tune", str(root), "--budget-ms", "10,100", "--folds", "3", "--json", str(tmp_path / "t.json")]) == 0
+    )
     out = capsys.readouterr().out
     assert "budget 10 ms/query: cascade run +experiment=toy x=D 'dataset.path=/data/my set'\n" in out
     assert "budget 100 ms/query: cascade run +experiment=toy x=F 'dataset.path=/data/my set'\n" in out
-    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| 1")]
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| 1")
+    ]
     assert [r[:4] for r in rows] == [["10", "4 of 6", "x=D", "4.00"], ["100", "6 of 6", "x=F", "50.00"]]
-    assert rows[0][5:9] == ["0.0000", "0.2000", "-0.2000", format(compare(scores([0.2] * 6), scores([0] * 6)).p_value, ".3g")]
+    assert rows[0][5:9] == [
+        "0.0000",
+        "0.2000",
+        "-0.2000",
+        format(compare(scores([0.2] * 6), scores([0] * 6)).p_value, ".3g"),
+    ]
     assert "Baseline: x=base (20.00 ms/query)" in out
     saved = json.loads((tmp_path / "t.json").read_text())
     direct = tune_sweep(root, [10], folds=3)[0]
     assert saved["results"][0]["cv_value"] == direct.cv_value and saved["results"][0]["chosen"]["name"] == "x=D"
     assert saved["results"][0]["cv"]["p_value"] == direct.cv.p_value
     # the printed command is valid shell: its words are the job's overrides, sweep.* settings aside
-    assert shlex.split(direct.chosen.command) == ["cascade", "run", "+experiment=toy", "x=D", "dataset.path=/data/my set"]
+    assert shlex.split(direct.chosen.command) == [
+        "cascade",
+        "run",
+        "+experiment=toy",
+        "x=D",
+        "dataset.path=/data/my set",
+    ]
 
 
 def test_tune_command_errors(tmp_path, capsys):
@@ -179,4 +198,6 @@ def test_tune_on_a_real_sweep_prints_a_command_that_reproduces_the_job(tiny_beir
     chosen = next(p for p in root.iterdir() if p.is_dir() and set(p.name.split(",")) <= set(words))
     rerun = cascade(*words[1:], f"hydra.run.dir={tmp_path / 'rerun'}")
     assert rerun.returncode == 0, rerun.stderr
-    assert json.loads((tmp_path / "rerun" / "metrics.json").read_text()) == json.loads((chosen / "metrics.json").read_text())
+    assert json.loads((tmp_path / "rerun" / "metrics.json").read_text()) == json.loads(
+        (chosen / "metrics.json").read_text()
+    )

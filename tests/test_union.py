@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from cascade import Batch, Candidates, ConfigError, NeedsCandidatesError, Pipeline, Stage, UnionFusion
 from cascade.core.union import fuse_union
 from cascade.stages.bm25 import BM25
+
 from conftest import REPO
 
 

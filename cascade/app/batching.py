@@ -17,9 +17,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from cascade.core.passes import solo_passes
 from cascade.core.stage import check_positive

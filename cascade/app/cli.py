@@ -16,9 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 import cascade
 from cascade.app.baseline import normalise_args as normalise_baseline, parse_baseline
 from cascade.app.jobs import JobOutcome, run_sweep_job
+from cascade.app.precheck import precheck
 from cascade.app.runner import RunResult, run
 from cascade.app.sweep import SweepSummary
-from cascade.app.precheck import precheck
 from cascade.app.tables import markdown_table
 from cascade.core.errors import CascadeError
 
@@ -121,9 +121,13 @@ def _download(args: list[str]) -> int:
     return 0
 
 
-LAUNCHER_PLUGINS = {"joblib": ("hydra_joblib_launcher", "sweep"), "ray": ("hydra_ray_launcher", "sweep"),
-                    "ray_cluster": ("hydra_ray_launcher", "sweep"), "submitit_local": ("hydra_submitit_launcher", "slurm"),
-                    "submitit_slurm": ("hydra_submitit_launcher", "slurm")}
+LAUNCHER_PLUGINS = {
+    "joblib": ("hydra_joblib_launcher", "sweep"),
+    "ray": ("hydra_ray_launcher", "sweep"),
+    "ray_cluster": ("hydra_ray_launcher", "sweep"),
+    "submitit_local": ("hydra_submitit_launcher", "slurm"),
+    "submitit_slurm": ("hydra_submitit_launcher", "slurm"),
+}
 
 
 def check_launcher(args: list[str]) -> None:

@@ -20,8 +20,12 @@ from cascade.core.sources import qrels as read_qrels
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cascade eval", description="Evaluate a TREC run file against qrels (no corpus needed).")
-    parser.add_argument("run", metavar="RUN", help="TREC run file: 'qid Q0 docid rank score tag' lines, tab- or space-separated")
-    parser.add_argument("qrels", metavar="QRELS", help="qrels file: TREC ('qid 0 docid rel') or BEIR TSV ('query-id corpus-id score')")
+    parser.add_argument(
+        "run", metavar="RUN", help="TREC run file: 'qid Q0 docid rank score tag' lines, tab- or space-separated"
+    )
+    parser.add_argument(
+        "qrels", metavar="QRELS", help="qrels file: TREC ('qid 0 docid rel') or BEIR TSV ('query-id corpus-id score')"
+    )
     parser.add_argument("-m", "--metrics", nargs="+", default=None, metavar="METRIC",
                         help=f"ir-measures names, space- or comma-separated (default: {' '.join(DEFAULT_METRICS)})")
     parser.add_argument("-c", "--complete", action="store_true",

@@ -15,8 +15,16 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from cascade.app.runner import (INPUTS_FILE, RESULT_FILES, RunResult, Summary, build_dataset, build_pipeline,
-                                inputs_fingerprint, run)
+from cascade.app.runner import (
+    INPUTS_FILE,
+    RESULT_FILES,
+    RunResult,
+    Summary,
+    build_dataset,
+    build_pipeline,
+    inputs_fingerprint,
+    run,
+)
 from cascade.core.errors import CascadeError
 from cascade.core.files import atomic_write_json
 

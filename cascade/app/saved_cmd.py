@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from cascade.core.errors import CascadeError
 

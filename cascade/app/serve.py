@@ -14,9 +14,10 @@ import hmac
 import logging
 import os
 import time
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from cascade.app.serve_models import Limits, models
 from cascade.app.serve_search import Answer, Searcher, Stats
@@ -34,7 +35,9 @@ def import_fastapi():
         import fastapi
         import uvicorn  # noqa: F401 - needed to serve; checked before any index is opened
     except ImportError:
-        raise CascadeError(f"cascade serve needs FastAPI and uvicorn, which are not installed: {INSTALL_HINT}") from None
+        raise CascadeError(
+            f"cascade serve needs FastAPI and uvicorn, which are not installed: {INSTALL_HINT}"
+        ) from None
     return fastapi
 
 

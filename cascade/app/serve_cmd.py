@@ -15,9 +15,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from omegaconf import OmegaConf
 
@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-k", type=int, default=Limits.max_k, help=f"largest k a request may ask ({Limits.max_k})")
     p.add_argument("--max-queries", type=int, default=Limits.max_queries,
                    help=f"most queries in one request ({Limits.max_queries})")
-    p.add_argument("--ray", action="store_true", help="serve with Ray Serve (pip install \"cascade-rerank[ray-serve]\")")
+    p.add_argument("--ray", action="store_true", help='serve with Ray Serve (pip install "cascade-rerank[ray-serve]")')
     p.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas (with --ray; default 1)")
     p.add_argument("--ray-address", default=None,
                    help="with --ray: a running cluster (auto, HOST:PORT, ray://HOST:PORT); default a private local Ray")

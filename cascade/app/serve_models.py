@@ -2,9 +2,10 @@
 
 No ``from __future__ import annotations`` here: pydantic and FastAPI read these annotations at runtime.
 """
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,9 @@ class Limits:
 
 def models(limits: Limits, names: Sequence[str]):
     """The request and response models, with this server's limits and pipeline names in their schema."""
+    from typing import Annotated
+
     from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
-    from typing_extensions import Annotated
 
     Query = Annotated[str, StringConstraints(min_length=1, max_length=limits.max_query_chars,
                                              pattern=r"\S")]  # not blank
@@ -33,10 +35,10 @@ def models(limits: Limits, names: Sequence[str]):
         """Either ``query`` or ``queries``; the top ``k`` of each from ``pipeline`` (default: the first)."""
 
         model_config = ConfigDict(extra="forbid")
-        query: Optional[Query] = None
-        queries: Optional[Annotated[list[Query], Field(min_length=1, max_length=limits.max_queries)]] = None
+        query: Query | None = None
+        queries: Annotated[list[Query], Field(min_length=1, max_length=limits.max_queries)] | None = None
         k: K = 10
-        pipeline: Optional[Name] = None
+        pipeline: Name | None = None
 
         @model_validator(mode="after")
         def one_of(self):
@@ -49,10 +51,12 @@ def models(limits: Limits, names: Sequence[str]):
 
         model_config = ConfigDict(extra="forbid")
         query: Query
-        docs: Union[Annotated[list[Doc], Field(min_length=1, max_length=limits.max_docs)],
-                    Annotated[dict[str, Doc], Field(min_length=1, max_length=limits.max_docs)]]
-        k: Optional[K] = None
-        pipeline: Optional[Name] = None
+        docs: (
+            Annotated[list[Doc], Field(min_length=1, max_length=limits.max_docs)]
+            | Annotated[dict[str, Doc], Field(min_length=1, max_length=limits.max_docs)]
+        )
+        k: K | None = None
+        pipeline: Name | None = None
 
     class HitOut(BaseModel):
         id: str
@@ -63,8 +67,8 @@ def models(limits: Limits, names: Sequence[str]):
 
     class StageOut(BaseModel):
         stage: str
-        k: Optional[int]
-        kept: Optional[int] = Field(None, description="candidates this stage kept for this query")
+        k: int | None
+        kept: int | None = Field(None, description="candidates this stage kept for this query")
         ms: float = Field(description="the stage's wall time for the whole batch this query ran in")
         phases_ms: dict[str, float] = {}
 
@@ -99,8 +103,8 @@ def models(limits: Limits, names: Sequence[str]):
         model_config = ConfigDict(extra="forbid")
         id: DocId
         text: Doc
-        title: Optional[Doc] = None
-        metadata: Optional[dict[str, Any]] = None
+        title: Doc | None = None
+        metadata: dict[str, Any] | None = None
 
     Docs = Annotated[list[DocIn], Field(min_length=1, max_length=limits.max_docs)]
 
@@ -109,7 +113,7 @@ def models(limits: Limits, names: Sequence[str]):
 
         model_config = ConfigDict(extra="forbid")
         docs: Docs
-        pipeline: Optional[Name] = None
+        pipeline: Name | None = None
 
     class DeleteRequest(BaseModel):
         """Ids of documents to delete; ``missing="ignore"`` skips ids the index does not hold."""
@@ -117,13 +121,13 @@ def models(limits: Limits, names: Sequence[str]):
         model_config = ConfigDict(extra="forbid")
         ids: Annotated[list[DocId], Field(min_length=1, max_length=limits.max_docs)]
         missing: Literal["error", "ignore"] = "error"
-        pipeline: Optional[Name] = None
+        pipeline: Name | None = None
 
     class WriteResponse(BaseModel):
         pipeline: str
         changed: int = Field(description="documents given (added, replaced or deleted)")
         documents: int = Field(description="documents the index holds now")
-        generation: Optional[int]
+        generation: int | None
         ms: float
 
     return SimpleNamespace(SearchRequest=SearchRequest, RerankRequest=RerankRequest, SearchResponse=SearchResponse,

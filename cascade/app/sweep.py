@@ -17,13 +17,13 @@ from typing import Any
 
 import yaml
 
-from cascade.core.errors import CascadeError
-from cascade.core.files import atomic_write_text
 from cascade.app.baseline import match_baseline
 from cascade.app.naming import split_experiment
 from cascade.app.plot import plot_quality_vs_cost
 from cascade.app.significance import compare_to_baseline
 from cascade.app.tables import markdown_table
+from cascade.core.errors import CascadeError
+from cascade.core.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class SweepSummary:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SweepSummary":
+    def from_dict(cls, data: dict) -> SweepSummary:
         return cls(data["dir"], data["table"], int(data["rows"]), [tuple(f) for f in data["failed"]],
                    int(data["incomplete"]), data["results"], data.get("plot"))
 
@@ -89,10 +89,17 @@ def read_job(path: Path) -> dict:
     hydra_cfg = _read_yaml(path / ".hydra" / "hydra.yaml") or {}
     num = ((hydra_cfg.get("hydra") or {}).get("job") or {}).get("num")
     pipeline = ((_read_yaml(path / ".hydra" / "config.yaml") or {}).get("pipeline") or {}).get("name")
-    job = {"dir": path.name, "path": path, "num": num if isinstance(num, int) else None,
-           "overrides": split_experiment(overrides)[1], "pipeline": pipeline, "metrics": _read_json(path / "metrics.json"),
-           "summary": _read_json(path / "summary.json") or {}, "stages": _read_json(path / "stages.json") or [],
-           "error": _read_json(path / "error.json")}
+    job = {
+        "dir": path.name,
+        "path": path,
+        "num": num if isinstance(num, int) else None,
+        "overrides": split_experiment(overrides)[1],
+        "pipeline": pipeline,
+        "metrics": _read_json(path / "metrics.json"),
+        "summary": _read_json(path / "summary.json") or {},
+        "stages": _read_json(path / "stages.json") or [],
+        "error": _read_json(path / "error.json"),
+    }
     job["status"] = "ok" if job["metrics"] is not None else "failed" if job["error"] else "incomplete"
     return job
 
@@ -133,7 +140,9 @@ def find_baseline(jobs: list[dict], baseline: Any) -> dict | None:
 def _significance(jobs: list[dict], base: dict | None, metric: str, test: str) -> None:
     if base is None:
         return
-    scores = {j["dir"]: (_read_json(j["path"] / "per_query.json") or {}).get(metric) for j in jobs if j["status"] == "ok"}
+    scores = {
+        j["dir"]: (_read_json(j["path"] / "per_query.json") or {}).get(metric) for j in jobs if j["status"] == "ok"
+    }
     reference = scores.get(base["dir"])
     others = [j for j in jobs if j["status"] == "ok" and j is not base and scores.get(j["dir"]) and reference]
     results = compare_to_baseline(reference or {}, {j["dir"]: scores[j["dir"]] for j in others}, test, "holm")

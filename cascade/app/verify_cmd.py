@@ -37,8 +37,11 @@ def artifacts(root: Path) -> list[Path]:
     """Every finished artifact folder (one holding ``meta.json``) under ``root``, sorted."""
     if (root / store.META).is_file():
         return [root]
-    return sorted(p.parent for p in root.rglob(store.META)
-                  if not any(part.startswith(".") or part.endswith(".partial") for part in p.parent.relative_to(root).parts))
+    return sorted(
+        p.parent
+        for p in root.rglob(store.META)
+        if not any(part.startswith(".") or part.endswith(".partial") for part in p.parent.relative_to(root).parts)
+    )
 
 
 def verify(root: Path, full: bool = False) -> list[Verified]:

@@ -79,7 +79,7 @@ class Dataset:
             raise DataError(f"query id {dup!r} appears more than once; every query needs its own id")
         _check_encodable(self.query_texts, "query")
 
-    def subset(self, n_queries: int) -> "Dataset":
+    def subset(self, n_queries: int) -> Dataset:
         """The first ``n_queries`` queries with their qrels, over the same corpus."""
         ids = self.query_ids[:n_queries]
         qrels = {q: self.qrels[q] for q in ids if q in self.qrels}
@@ -103,8 +103,10 @@ def read_lines(path: Path):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise DataError(f"{path}, line {lineno}: not valid UTF-8 (byte {err.start}: {raw[err.start:err.start + 1]!r}); "
-                                "re-save the file as UTF-8") from None
+                raise DataError(
+                    f"{path}, line {lineno}: not valid UTF-8 (byte {err.start}: {raw[err.start : err.start + 1]!r}); "
+                    "re-save the file as UTF-8"
+                ) from None
             yield lineno, line
 
 

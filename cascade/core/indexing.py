@@ -34,7 +34,7 @@ class Artifact(Protocol):
     def is_built(self) -> bool:
         """Whether a finished, undamaged copy exists."""
 
-    def build_group(self, group: Sequence["Artifact"], corpus: "Corpus", engine: Any = None) -> None:
+    def build_group(self, group: Sequence[Artifact], corpus: Corpus, engine: Any = None) -> None:
         """Build every artifact of ``group`` (this one among them) for ``corpus``, passes run by ``engine``."""
 
 
@@ -50,7 +50,7 @@ def plan(artifacts: Sequence[Artifact]) -> list[list[Artifact]]:
     return list(groups.values())
 
 
-def build_all(artifacts: Sequence[Artifact], corpus: "Corpus", engine: Any = None) -> dict[Path, float]:
+def build_all(artifacts: Sequence[Artifact], corpus: Corpus, engine: Any = None) -> dict[Path, float]:
     """Build what :func:`plan` finds missing; return the seconds charged to each artifact's path.
 
     A shared pass's time is split equally between the artifacts it filled. ``engine`` (None:

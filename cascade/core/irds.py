@@ -14,7 +14,9 @@ from cascade.core.errors import DataError
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = 'pip install "cascade-rerank[irds]" (from a checkout: pip install -e ".[irds]"; or pip install ir_datasets)'
+INSTALL_HINT = (
+    'pip install "cascade-rerank[irds]" (from a checkout: pip install -e ".[irds]"; or pip install ir_datasets)'
+)
 
 
 def _load(dataset_id: str) -> Any:

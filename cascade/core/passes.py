@@ -10,9 +10,9 @@ call, so every query's scores are bit for bit those it gets alone, while the sta
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Iterator
 
 _solo: ContextVar[bool] = ContextVar("cascade_solo_passes", default=False)
 

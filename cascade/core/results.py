@@ -55,7 +55,7 @@ class Run:
             out[qid] = {self.doc_ids[i]: float(s) for i, s in zip(idx[keep], sc[keep])}
         return out
 
-    def to_pandas(self, candidates: Candidates | None = None) -> "pandas.DataFrame":
+    def to_pandas(self, candidates: Candidates | None = None) -> pandas.DataFrame:
         """A PyTerrier-style frame: one row per ranked document, columns ``qid``, ``docno``,
         ``rank`` (from 0 within each query, as PyTerrier counts) and ``score``, best first."""
         try:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cascade.encoders.sentence import Encoded, count_truncated, get_sentence_encoder, keep_at_least_one
 from cascade.core.errors import CascadeError, ConfigError
 from cascade.encoders.models import load_model, resolve_model
+from cascade.encoders.sentence import Encoded, count_truncated, get_sentence_encoder, keep_at_least_one
 from cascade.encoders.token import PlainEncoder, ProjectedEncoder, TokenEncoder, load_state, read_json
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class _PyLateDense:
         return out
 
     @classmethod
-    def load(cls, path: Path, width: int, device) -> "_PyLateDense":
+    def load(cls, path: Path, width: int, device) -> _PyLateDense:
         """The Dense module saved in ``path``, whose input has ``width`` features."""
         file = path / "config.json"
         if not file.is_file():

@@ -13,8 +13,9 @@ import hashlib
 import logging
 import os
 import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 from cascade.core.errors import CascadeError

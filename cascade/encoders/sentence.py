@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -63,8 +63,8 @@ class DocPass:
     """
 
     key: Hashable
-    encode: Callable[[list[str], Callable[[int], None] | None], "Encoded"] = field(compare=False, repr=False)
-    recipe: Callable[[str], Callable[..., "Encoded"]] | None = field(default=None, compare=False, repr=False)
+    encode: Callable[[list[str], Callable[[int], None] | None], Encoded] = field(compare=False, repr=False)
+    recipe: Callable[[str], Callable[..., Encoded]] | None = field(default=None, compare=False, repr=False)
     precision: str | None = field(default=None, compare=False)
     device: str | None = field(default=None, compare=False)
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
-from cascade.encoders.sentence import DocPass, Encoded, SentenceEncoder, l2_normalize, length_batches
 from cascade.core.errors import CascadeError
 from cascade.core.passes import solo_passes_active
 from cascade.encoders.models import model_identity, pick_device, quiet_transformers
+from cascade.encoders.sentence import DocPass, Encoded, SentenceEncoder, l2_normalize, length_batches
 from cascade.kernels.precision import autocast, resolve_precision
 
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -45,7 +45,7 @@ _READ = 8 << 20
 
 def _header(dtype: np.dtype, shape: tuple) -> bytes:
     """A .npy version 1.0 header of exactly :data:`HEADER` bytes."""
-    text = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (np.lib.format.dtype_to_descr(dtype), shape)
+    text = f"{{'descr': {np.lib.format.dtype_to_descr(dtype)!r}, 'fortran_order': False, 'shape': {shape!r}, }}"
     body = text.ljust(HEADER - 10 - 1) + "\n"
     if len(body) != HEADER - 10:
         raise ValueError(f"shape {shape} does not fit a {HEADER}-byte .npy header")
@@ -162,7 +162,7 @@ def open_array(root: Path, spec: dict) -> np.ndarray:
 
 def save_file(root: Path, name: str, array: np.ndarray) -> dict:
     """Write an immutable ``.npy`` atomically; its spec (size and hash)."""
-    path = atomic_save_npy(Path(root) / name, np.asarray(array))
+    atomic_save_npy(Path(root) / name, np.asarray(array))
     crash_point(f"write {name}")
     return stamp(root, name)
 

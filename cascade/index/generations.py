@@ -23,9 +23,9 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from cascade.core.errors import CascadeError, CorruptArtifactError, DataError
 from cascade.core.files import atomic_path

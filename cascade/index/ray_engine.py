@@ -17,7 +17,8 @@ import numbers
 import os
 import socket
 from collections import deque
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from cascade.core.errors import CascadeError, ConfigError
 from cascade.encoders.sentence import DocPass, Encoded

@@ -23,9 +23,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from cascade.core.errors import CorruptArtifactError
 from cascade.core.files import DIR_MODE, FILE_MODE
@@ -165,8 +166,14 @@ def _upgrade(path: Path, meta: dict, fix: str) -> dict:
 
     for name, stamp in meta["files"].items():
         target = path / name
-        if not target.is_file() or target.stat().st_size != stamp["bytes"] or _sampled_stamp(target) != stamp[_OLD_HASH]:
-            raise CorruptArtifactError(f"artifact {path}: {name} does not match its (sampled) checksum (damaged); {fix}")
+        if (
+            not target.is_file()
+            or target.stat().st_size != stamp["bytes"]
+            or _sampled_stamp(target) != stamp[_OLD_HASH]
+        ):
+            raise CorruptArtifactError(
+                f"artifact {path}: {name} does not match its (sampled) checksum (damaged); {fix}"
+            )
     log.warning("artifact %s was built before full checksums: its sampled checksums match, so it is kept and "
                 "hashed in full now (damage made earlier between the sampled blocks cannot be detected; "
                 "delete the folder to rebuild it if in doubt)", path)

@@ -4,8 +4,8 @@ Written (chunk by chunk, then assembled) and read by this module alone.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

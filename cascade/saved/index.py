@@ -126,7 +126,7 @@ class SavedIndex(Pipeline):
         return int(self.manifest["generation"])
 
     # --- as a pipeline --------------------------------------------------------------------------------
-    def index(self, corpus: Any) -> "SavedIndex":
+    def index(self, corpus: Any) -> SavedIndex:
         raise ConfigError("a saved index searches its own documents; add to it with index.add(docs), or index "
                           "another corpus with a new pipeline")
 
@@ -158,28 +158,28 @@ class SavedIndex(Pipeline):
         return {"id": str(doc_id), "text": self.corpus.store.text(row), "metadata": self.corpus.store.meta(row)}
 
     # --- writing (each call writes one generation) ---------------------------------------------
-    def add(self, docs: Any, metadata: Mapping | None = None, timeout: float | None = 60.0) -> "SavedIndex":
+    def add(self, docs: Any, metadata: Mapping | None = None, timeout: float | None = 60.0) -> SavedIndex:
         """Add new documents (ids not in the index; see :func:`cascade.saved.docs.parse_docs` for the forms)."""
         from cascade.saved.write import write
 
         write(self, "add", docs=docs, metadata=metadata, timeout=timeout)
         return self
 
-    def update(self, docs: Any, metadata: Mapping | None = None, timeout: float | None = 60.0) -> "SavedIndex":
+    def update(self, docs: Any, metadata: Mapping | None = None, timeout: float | None = 60.0) -> SavedIndex:
         """Replace documents that are in the index (same ids) by these versions: a delete and an add, in one step."""
         from cascade.saved.write import write
 
         write(self, "update", docs=docs, metadata=metadata, timeout=timeout)
         return self
 
-    def delete(self, ids: Any, missing: str = "error", timeout: float | None = 60.0) -> "SavedIndex":
+    def delete(self, ids: Any, missing: str = "error", timeout: float | None = 60.0) -> SavedIndex:
         """Delete documents by id; an id not in the index is an error (``missing="ignore"``: logged and skipped)."""
         from cascade.saved.write import write
 
         write(self, "delete", ids=ids, missing=missing, timeout=timeout)
         return self
 
-    def compact(self, retrain: bool = False, timeout: float | None = 60.0) -> "SavedIndex":
+    def compact(self, retrain: bool = False, timeout: float | None = 60.0) -> SavedIndex:
         """Rewrite the files without deleted documents; ``retrain=True`` also trains every compressed
         ColBERT's codec again on the live documents (their token vectors are encoded again)."""
         from cascade.saved.write import compact
