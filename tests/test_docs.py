@@ -132,7 +132,7 @@ def commands(code: str) -> list[list[str]]:
 def check_command(args: list[str]) -> str | None:
     """Check one ``cascade ARGS`` as far as possible without running it; a reason when it cannot be."""
     from cascade.app import cli, eval_cmd, index_cmd, serve_cmd, tune
-    from cascade.app.precheck import precheck
+    from cascade.app.precheck import _jobs, _loader, _sweeps, parse_args, precheck
 
     command, rest = args[0], args[1:]
     if command == "run":
@@ -146,6 +146,18 @@ def check_command(args: list[str]) -> str | None:
         from omegaconf import OmegaConf
 
         cli.parse_baseline(OmegaConf.select(cfg, "sweep.baseline", default=None))
+        options, overrides, multirun = parse_args(rest)
+        if multirun:  # precheck lets Hydra report a job that does not compose; here every job must
+            from hydra.types import RunMode
+
+            loader = _loader(options)
+            fixed, swept = _sweeps(cfg, overrides)
+            for job in _jobs(fixed, swept) if swept else [overrides]:
+                try:
+                    loader.load_configuration("config", job, run_mode=RunMode.MULTIRUN)
+                except Exception as err:  # noqa: BLE001 - Hydra's composition errors, reported whole
+                    raise AssertionError(f"a job of `cascade run {' '.join(rest)}` does not compose: "
+                                         f"{' '.join(job)}: {err}") from None
     elif command == "index":
         if rest[:1] and rest[0] in ("add", "update", "delete", "compact", "info"):
             needs = {"add": 2, "update": 2, "delete": 2}.get(rest[0], 1)
