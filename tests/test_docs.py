@@ -250,3 +250,12 @@ def test_studies_sweep_pipelines_that_exist():
                   and "override /pipeline" in d]
         unknown = sorted(set(names) - pipelines)
         assert not unknown, f"{path.relative_to(REPO)} sweeps pipelines that conf/pipeline/ lacks: {unknown}"
+
+
+def test_api_page_lists_every_public_name():
+    import cascade
+
+    table = (DOCS / "reference" / "api" / "cascade.md").read_text(encoding="utf-8").split("## The names", 1)[1]
+    listed = set(re.findall(r"`(\w+)`", "\n".join(line.split("|")[1] for line in table.splitlines()
+                                                 if line.startswith("| `"))))
+    assert listed == set(cascade.__all__) - {"__version__"}
