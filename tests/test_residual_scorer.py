@@ -4,6 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+from cascade.kernels import residual_fused
 from cascade.kernels.maxsim import maxsim, maxsim_naive
 from cascade.kernels.residual import train_codec
 
@@ -35,10 +36,15 @@ def test_norm_deltas_rebuild_the_unit_vectors(codecs):
     assert zero.shape == (0,)
 
 
+KERNELS = ["torch", pytest.param("fused", marks=pytest.mark.skipif(not residual_fused.available(),
+                                                                  reason="numba not installed"))]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("nbits", [1, 2, 4])
 @given(data=st.data())
 @settings(max_examples=15, deadline=None)
-def test_scorer_maxsim_equals_decompress_then_naive(codecs, nbits, data):
+def test_scorer_maxsim_equals_decompress_then_naive(codecs, nbits, kernel, data):
     vectors, all_codecs = codecs
     codec = all_codecs[nbits]
     seed = data.draw(st.integers(0, 2 ** 31))
@@ -56,7 +62,7 @@ def test_scorer_maxsim_equals_decompress_then_naive(codecs, nbits, data):
     expected = maxsim_naive(queries, mask, codec.decompress(codes, res, deltas=deltas), offsets, doc_idx)
     subset = data.draw(st.sampled_from([0.0, 2.0]))  # all centroid scores, or only the ones the rows use
     got = maxsim(queries, mask, None, offsets, doc_idx, block_rows=block, tile_elements=tile,
-                 scorer=codec.scorer(codes, res, deltas, subset_fraction=subset))
+                 scorer=codec.scorer(codes, res, deltas, subset_fraction=subset, kernel=kernel))
     assert np.array_equal(np.isneginf(got), np.isneginf(expected))
     np.testing.assert_allclose(got[np.isfinite(got)], expected[np.isfinite(expected)], atol=1e-5)
 

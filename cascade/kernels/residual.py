@@ -18,11 +18,12 @@ import dataclasses
 import functools
 import logging
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from cascade.kernels import residual_fused
 from cascade.kernels.assign import CoarseAssigner, assign_exact, resolve_assignment
 from cascade.kernels.bitpack import bucket_bytes, byte_table, check_nbits
 from cascade.kernels.kmeans import train_centroids
@@ -36,6 +37,8 @@ ASSIGN_CHUNK = 1 << 16
 # The scorer computes a query's centroid scores only for the centroids its rows use when they are
 # fewer than this fraction of all centroids (else all of them, in one matmul).
 CENTROID_SUBSET_FRACTION = 0.5
+# Tile scorers of ResidualCodec.scorer: auto (fused when numba is installed), fused, torch.
+SCORER_KERNELS = ("auto", "fused", "torch")
 # Heldout split for the bucket statistics, as colbert-ai: 5% of the sample, at most 50k.
 HELDOUT_FRACTION, HELDOUT_MAX = 0.05, 50_000
 
@@ -83,7 +86,7 @@ class ResidualCodec:
         """Stored bytes per token: 4 for the int32 code plus the packed residual."""
         return 4 + self.dim * self.nbits // 8
 
-    def with_assignment(self, mode: str, seed: int = 0) -> "ResidualCodec":
+    def with_assignment(self, mode: str, seed: int = 0) -> ResidualCodec:
         """This codec assigning by ``mode`` (``auto``, ``exact``, ``coarse``; see :mod:`cascade.kernels.assign`)."""
         if resolve_assignment(mode, self.num_centroids) == "exact":
             return dataclasses.replace(self, assigner=None)
@@ -181,7 +184,7 @@ class ResidualCodec:
 
     def scorer(self, codes: np.ndarray, residuals: np.ndarray, deltas: np.ndarray,
                compute_dtype: torch.dtype = torch.float32, device: torch.device | None = None,
-               subset_fraction: float = CENTROID_SUBSET_FRACTION):
+               subset_fraction: float = CENTROID_SUBSET_FRACTION, kernel: str = "auto"):
         """A MaxSim tile scorer (see :func:`cascade.kernels.maxsim.maxsim`) for a stored index.
 
         For a query's unmasked tokens ``q_t`` (dim, Lv) and the token rows it will score, it returns
@@ -191,9 +194,17 @@ class ResidualCodec:
         and nothing is normalized. The centroid scores cover all C centroids, or only those the
         query's rows use when those are fewer than ``subset_fraction * C`` (few candidates against a
         large codebook: 64 documents use ~10k of 131k centroids). ``codes``/``residuals``/``deltas``
-        are indexed by global token row (may be memory-mapped).
+        are indexed by global token row (may be memory-mapped). ``kernel``: ``torch`` decodes as above;
+        ``fused`` never decodes (:mod:`cascade.kernels.residual_fused`: per-byte lookup tables of ``q . r``,
+        float32 whatever ``compute_dtype``; CPU, needs numba); ``auto``: fused when it can run.
         """
         device = device or torch.device("cpu")
+        if kernel not in SCORER_KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(SCORER_KERNELS)}, got {kernel!r}")
+        fused = kernel != "torch" and residual_fused.fusable(residuals, device)
+        if kernel == "fused" and not fused:
+            raise ValueError("the fused kernel needs numba, the CPU and C-contiguous uint8 residuals "
+                             f"({residual_fused.INSTALL_HINT}); or use kernel='torch'")
         values = self._byte_values
         centroids = self._centroids_t.to(device=device, dtype=torch.float32)
         num_c = len(centroids)
@@ -201,12 +212,17 @@ class ResidualCodec:
         def for_query(q_t: torch.Tensor, query_rows: np.ndarray | None = None):
             q32 = q_t.to(torch.float32)
             used = None
-            if query_rows is not None and len(query_rows) < num_c:  # so fewer than C distinct codes
-                used = np.unique(np.asarray(codes[query_rows]))
+            if query_rows is not None:  # the distinct codes, by marking them: O(rows + C)
+                seen = np.zeros(num_c, bool)
+                seen[np.asarray(codes[query_rows])] = True
+                used = np.flatnonzero(seen)
             if used is not None and len(used) < subset_fraction * num_c:
                 cscores = centroids.index_select(0, torch.from_numpy(used.astype(np.int64)).to(device)) @ q32
             else:
                 used, cscores = None, centroids @ q32  # (C, Lv)
+            if fused:
+                return residual_fused.fused_tile(q32, cscores, used, codes, residuals, deltas,
+                                                 self.bucket_weights, self.nbits)
             qc = q_t.to(compute_dtype)
             buf = np.empty((0, self.dim), np.float32)
 
