@@ -43,8 +43,8 @@ def test_score_rows_match_the_naive_loop(index, nbits, lv, tmp_path):
     rng = np.random.default_rng(nbits * 100 + lv)
     q = torch.from_numpy(rng.standard_normal((32, lv)).astype(np.float32))
     lut = residual_fused.lookup_tables(q, codec.bucket_weights, nbits)
-    assert lut.shape == (32 * nbits // 8, 256, 16 * -(-lv // 16))
-    cs = np.zeros((codec.num_centroids, lut.shape[2]), np.float32)
+    assert lut.shape == (-(-lv // 16), 32 * nbits // 8, 256, 16)  # groups of 16 query tokens
+    cs = np.zeros((codec.num_centroids, 16 * len(lut)), np.float32)
     cs[:, :lv] = np.asarray(codec.centroids, np.float32) @ q.numpy()
     for rows in (rng.integers(0, 300, 57), np.array([5]), np.array([7, 7])):  # a one-row tile, a repeated row
         out = residual_fused.score_rows(lut, cs, codes[rows].astype(np.int64), deltas[rows].astype(np.float32) + 1,

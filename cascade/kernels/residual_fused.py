@@ -50,9 +50,9 @@ def _require() -> None:
 
 
 def lookup_tables(q: torch.Tensor, bucket_weights: np.ndarray, nbits: int) -> np.ndarray:
-    """(dim * nbits / 8, 256, W) float32 ``q . r`` partial sums of every byte value.
+    """(G, dim * nbits / 8, 256, 16) float32 ``q . r`` partial sums of every byte value.
 
-    q: (dim, Lv) float32 query tokens; W = Lv rounded up to whole groups of 16 (zero columns).
+    q: (dim, Lv) float32 query tokens, in G = ceil(Lv / 16) groups of 16 (zero-padded columns).
     A byte's high nibble holds the first half of its dimensions, the low nibble the rest: two
     16-entry tables per byte position, and the 256 entries are their pairwise sums (one add each).
     """
@@ -68,7 +68,12 @@ def lookup_tables(q: torch.Tensor, bucket_weights: np.ndarray, nbits: int) -> np
     high, low = values[nibble << 4, :half], values[nibble, half:]  # (16, half) each
     hi = sum(high[None, :, k, None] * qg[:, None, k, :] for k in range(half))  # (nb, 16, W)
     lo = sum(low[None, :, k, None] * qg[:, None, half + k, :] for k in range(half))
-    return (hi[:, :, None, :] + lo[:, None, :, :]).reshape(nb, 256, width)
+    groups = width // GROUP  # laid out group-major: each kernel pass reads one contiguous table
+    hi = hi.reshape(nb, 16, groups, GROUP).transpose(2, 0, 1, 3)
+    lo = lo.reshape(nb, 16, groups, GROUP).transpose(2, 0, 1, 3)
+    lut = np.empty((groups, nb, 16, 16, GROUP), np.float32)
+    np.add(hi[:, :, :, None, :], lo[:, :, None, :, :], out=lut)
+    return lut.reshape(groups, nb, 256, GROUP)
 
 
 @functools.lru_cache(maxsize=1)
@@ -107,14 +112,14 @@ def _group_kernel(prange):
             b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = np.float32(0)
             b8 = b9 = b10 = b11 = b12 = b13 = b14 = b15 = np.float32(0)
             for h in range(half):
-                e = lut[2 * h, res[2 * h], col:]
+                e = lut[2 * h, res[2 * h]]
                 a0 += e[0]; a1 += e[1]; a2 += e[2]; a3 += e[3]; a4 += e[4]; a5 += e[5]; a6 += e[6]; a7 += e[7]  # noqa: E702
                 a8 += e[8]; a9 += e[9]; a10 += e[10]; a11 += e[11]; a12 += e[12]; a13 += e[13]; a14 += e[14]; a15 += e[15]  # noqa: E501,E702
-                f = lut[2 * h + 1, res[2 * h + 1], col:]
+                f = lut[2 * h + 1, res[2 * h + 1]]
                 b0 += f[0]; b1 += f[1]; b2 += f[2]; b3 += f[3]; b4 += f[4]; b5 += f[5]; b6 += f[6]; b7 += f[7]  # noqa: E702
                 b8 += f[8]; b9 += f[9]; b10 += f[10]; b11 += f[11]; b12 += f[12]; b13 += f[13]; b14 += f[14]; b15 += f[15]  # noqa: E501,E702
             if nb % 2:
-                e = lut[nb - 1, res[nb - 1], col:]
+                e = lut[nb - 1, res[nb - 1]]
                 a0 += e[0]; a1 += e[1]; a2 += e[2]; a3 += e[3]; a4 += e[4]; a5 += e[5]; a6 += e[6]; a7 += e[7]  # noqa: E702
                 a8 += e[8]; a9 += e[9]; a10 += e[10]; a11 += e[11]; a12 += e[12]; a13 += e[13]; a14 += e[14]; a15 += e[15]  # noqa: E501,E702
             c = cs[cidx[i], col:]
@@ -136,7 +141,7 @@ def score_rows(lut: np.ndarray, cscores: np.ndarray, cidx: np.ndarray, scale: np
     """(n, W) float32 scores of token ``rows`` (the fused kernel; needs numba).
 
     lut: from :func:`lookup_tables`; cscores: (C', W) the query's centroid scores (zero-padded to
-    ``lut``'s width W); cidx: (n,) int64 row of each token's centroid in ``cscores``; scale: (n,)
+    W = 16 G columns); cidx: (n,) int64 row of each token's centroid in ``cscores``; scale: (n,)
     ``1 + delta``; residuals: (T, bytes) uint8, C-contiguous (may be memory-mapped); rows: (n,)
     int64 global token rows. Columns past the query's tokens score 0 (``q`` padded with zeros).
     """
@@ -145,12 +150,12 @@ def score_rows(lut: np.ndarray, cscores: np.ndarray, cidx: np.ndarray, scale: np
 
     kernel = _kernel()
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    width = lut.shape[2]
+    width = lut.shape[0] * GROUP
     if out is None:
         out = np.empty((len(rows), width), np.float32)
     res = np.asarray(residuals)  # a memmap as a plain ndarray view
-    for col in range(0, width, GROUP):  # one pass per group of 16 query tokens
-        kernel(lut, cscores, cidx, scale, res, rows, out, col)
+    for g in range(lut.shape[0]):  # one pass per group of 16 query tokens
+        kernel(lut[g], cscores, cidx, scale, res, rows, out, g * GROUP)
     return out
 
 
@@ -180,10 +185,11 @@ def fused_tile(q32: torch.Tensor, cscores: torch.Tensor, used: np.ndarray | None
     """
     lv = q32.shape[1]
     lut = lookup_tables(q32, bucket_weights, nbits)
-    cs = np.zeros((len(cscores), lut.shape[2]), np.float32)
+    width = lut.shape[0] * GROUP
+    cs = np.zeros((len(cscores), width), np.float32)
     cs[:, :lv] = cscores.to(device="cpu", dtype=torch.float32).numpy()
     res = np.asarray(residuals)
-    buf = np.empty((0, lut.shape[2]), np.float32)
+    buf = np.empty((0, width), np.float32)
     position = None
     if used is not None:  # centroid id -> its row in cscores
         position = np.zeros(int(used[-1]) + 1 if len(used) else 1, np.int64)
@@ -193,7 +199,7 @@ def fused_tile(q32: torch.Tensor, cscores: torch.Tensor, used: np.ndarray | None
         nonlocal buf
         rows = np.ascontiguousarray(rows, np.int64)
         if len(buf) < len(rows):
-            buf = np.empty((len(rows), lut.shape[2]), np.float32)
+            buf = np.empty((len(rows), width), np.float32)
         idx = np.asarray(codes[rows], np.int64) if position is None else position[np.asarray(codes[rows])]
         scale = np.asarray(deltas[rows], np.float32) + np.float32(1)
         out = score_rows(lut, cs, idx, scale, res, rows, buf[:len(rows)])
