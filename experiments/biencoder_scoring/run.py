@@ -112,7 +112,8 @@ def main() -> None:
         run = Pipeline([bm25, bi]).run(ds)
         stage[name] = 1000 * run.stages[1].phases.get("score", float("nan")) / len(ds.query_ids)
     module.dot_scores = fns["new"]
-    result = {"vectors": str(bi.artifacts(ds.corpus)[0].path), "cache hit": True, "queries": len(queries), "candidates": int(idx.shape[1]), "padding": int((idx < 0).sum()),
+    result = {"vectors": str(bi.artifacts(ds.corpus)[0].path), "cache hit": True, "queries": len(queries),
+              "candidates": int(idx.shape[1]), "padding": int((idx < 0).sum()),
               "dim": int(vectors.shape[1]), "first call ms/query": first, "median ms/query": median,
               "repeats": args.repeats, "stage score phase ms/query": stage,
               "speed-up first call": first["old"] / first["new"], "speed-up median": median["old"] / median["new"],
