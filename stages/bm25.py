@@ -195,6 +195,25 @@ class BM25(Stage):
                     out[row] = self._full_scores(tokens)[np.maximum(cands.doc_idx[row], 0)]
         return out
 
+    feature_columns = ("terms_matched", "terms_frac", "term_max")  # what extra_features adds (learned fusion checks models against it)
+
+    def extra_features(self, batch: Batch, cands: Candidates) -> dict[str, np.ndarray]:
+        """Query-term statistics of each candidate (:mod:`cascade.core.features`): how many distinct query
+        terms it contains (``terms_matched``), that as a share of the query's terms (``terms_frac``) and
+        the largest single term's BM25 contribution (``term_max``)."""
+        shape = cands.doc_idx.shape
+        matched, best = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+        frac = np.zeros(shape, np.float32)
+        rows = np.maximum(cands.doc_idx, 0)
+        for q, tokens in enumerate(self.tokenizer(batch.query_texts)):
+            terms = list(dict.fromkeys(tokens))
+            for term in terms:
+                part = self._full_scores([term])[rows[q]]
+                matched[q] += part != 0
+                best[q] = np.maximum(best[q], part)
+            frac[q] = matched[q] / max(len(terms), 1)
+        return {"terms_matched": matched, "terms_frac": frac, "term_max": best}
+
     def score_texts(self, queries, docs) -> list[np.ndarray]:
         """BM25 of each query over its own ``docs`` (term statistics of those texts), indexed in memory;
         nothing is cached."""

@@ -192,6 +192,8 @@ class ColBERT(Stage):
         with timed("score"):
             return self.exact_scores(queries, mask, batch.candidates.doc_idx)
 
+    feature_columns = ("tok_mean", "tok_max", "tok_min")  # what extra_features adds (learned fusion checks models against it)
+
     def extra_features(self, batch: Batch, cands: Candidates) -> dict[str, np.ndarray]:
         """Per-query-token maxima of each candidate summarized (:mod:`cascade.core.features`): their mean
         (``tok_mean``, MaxSim over the number of query tokens), largest (``tok_max``) and smallest (``tok_min``).

@@ -15,6 +15,12 @@ One row per pipeline: each metric's mean, then against the baseline row ``delta_
 statistics: :mod:`cascade.app.significance`), ``ms_per_query``, and per stage its cutoff
 ``k_<stage>``, the recall of what it kept ``recall_<stage>`` (R@k, k its cutoff, as
 :func:`cascade.core.evaluation.stage_report` gives) and ``ms_<stage>``.
+
+A pipeline with an untrained learned stage (:class:`cascade.stages.ltr.LearnedFusion`, no model) is
+reported only through query-fold cross-validation: features computed once, a model trained on k-1
+folds scores the held-out fold (column ``evaluated``: ``5-fold CV``). A trained one that saw any of
+the dataset's queries is refused before anything runs unless it was made with ``in_sample=True``;
+its row then says ``in-sample``.
 """
 from __future__ import annotations
 
@@ -123,6 +129,18 @@ def _dataset(dataset: Any) -> Dataset:
     return load_dataset(dataset)
 
 
+def _learned(pipe: Stage, ds: Dataset) -> str:
+    """How a pipeline's learned stage is evaluated: "" (none), "cv", "held-out" or "in-sample"."""
+    stages = [s for s in pipe.walk() if hasattr(s, "check_queries") and getattr(s, "wants_features", False)]
+    if not stages:
+        return ""
+    if any(s.ranker is None for s in stages):
+        return "cv"
+    for s in stages:
+        s.check_queries(ds.corpus, ds.query_ids)  # a ConfigError for in-sample scoring without in_sample=True
+    return "in-sample" if any(s.scored_in_sample for s in stages) else "held-out"
+
+
 def _stage_columns(stages: list[dict]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for row in stages:
@@ -137,12 +155,13 @@ def _stage_columns(stages: list[dict]) -> dict[str, Any]:
 
 def Experiment(pipelines: Sequence[Stage], dataset: Dataset, metrics: Sequence[str] = DEFAULT_METRICS,  # noqa: N802
                baseline: int | str | None = 0, test: str = "ttest", correction: str | None = "holm",
-               names: Sequence[str] | None = None) -> ExperimentFrame:
+               names: Sequence[str] | None = None, folds: int = 5, seed: int = 0) -> ExperimentFrame:
     """Run each pipeline on ``dataset`` and compare them: one row per pipeline (see the module doc).
 
     ``baseline``: the position or name of the reference pipeline (None: no tests); ``test``:
     ``"ttest"`` or ``"randomization"``; ``correction``: ``"holm"`` (adjusted over the pipelines
-    compared, per metric) or None. Everything is checked before any pipeline runs.
+    compared, per metric) or None. ``folds``/``seed``: the query folds of learned stages (see the module
+    doc). Everything is checked before any pipeline runs.
     """
     if isinstance(pipelines, Stage) or not isinstance(pipelines, Sequence) or not pipelines:
         raise ConfigError("pipelines must be a non-empty list of stages or pipelines, e.g. [BM25() % 100, ...]")
@@ -157,10 +176,17 @@ def Experiment(pipelines: Sequence[Stage], dataset: Dataset, metrics: Sequence[s
     labels = _names(pipelines, names)
     base = _baseline(baseline, labels)
     ds = _dataset(dataset)
+    learned = {name: _learned(pipe, ds) for name, pipe in zip(labels, pipelines)}  # refuses in-sample before work
     data = ExperimentData(labels, list(pipelines), metrics, {}, {}, base, test, correction)
     rows = []
     for name, pipe in zip(labels, pipelines):
-        run = (pipe if isinstance(pipe, Pipeline) else Pipeline([pipe])).run(ds)
+        if learned[name] == "cv":
+            from cascade.stages.ltr import cross_validate
+
+            run = cross_validate(pipe, ds, folds, seed).run
+            learned[name] = f"{folds}-fold CV"
+        else:
+            run = (pipe if isinstance(pipe, Pipeline) else Pipeline([pipe])).run(ds)
         scores = per_query(run, ds.qrels, metrics)
         stages = stage_report(run, ds.qrels, metrics[0])
         data.runs[name], data.per_query[name] = run, scores
@@ -186,6 +212,8 @@ def Experiment(pipelines: Sequence[Stage], dataset: Dataset, metrics: Sequence[s
                 adjusted = result.p_adjusted if result is not None else None
                 record[f"p_{correction}_{m}"] = adjusted if adjusted is not None else float("nan")
         record["ms_per_query"] = data.ms_per_query[name]
+        if any(learned.values()):  # a learned stage takes part: say how each row was evaluated
+            record["evaluated"] = learned[name]
         head = list(record)  # the same for every row
         per_stage = _stage_columns(stages)
         stage_cols.update(dict.fromkeys(per_stage))

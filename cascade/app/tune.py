@@ -164,11 +164,32 @@ def _command(path: Path) -> str:
     return shlex.join(["cascade", "run", *kept])
 
 
+def learned_in_sample(job_path: Path) -> bool:
+    """Whether a job's config has a learned stage (cascade.stages.ltr.LearnedFusion) with ``in_sample: true``."""
+    import yaml
+
+    config = job_path / ".hydra" / "config.yaml"
+    if not config.is_file():
+        return False
+    found, todo = False, [yaml.safe_load(config.read_text(encoding="utf-8"))]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if str(node.get("_target_", "")).endswith("ltr.LearnedFusion") and node.get("in_sample") is True:
+                found = True
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return found
+
+
 def sweep_candidates(root: str | Path, metric: str | None = None,
-                     baseline: Any = None) -> tuple[list[Candidate], Candidate, dict]:
+                     baseline: Any = None, in_sample: bool = False) -> tuple[list[Candidate], Candidate, dict]:
     """The finished jobs of a sweep folder as candidates, the baseline job, and the sweep's settings.
 
-    ``metric`` and ``baseline`` default to the sweep's ``sweep.metric`` and ``sweep.baseline``.
+    ``metric`` and ``baseline`` default to the sweep's ``sweep.metric`` and ``sweep.baseline``. A job whose
+    learned stage scored the queries it was trained on (``in_sample: true``) is refused unless ``in_sample``;
+    then its name says "(in-sample)".
     """
     from cascade.app import sweep
 
@@ -189,7 +210,14 @@ def sweep_candidates(root: str | Path, metric: str | None = None,
         ms = job["summary"].get("ms_per_query")
         if ms is None:
             raise DataError(f"{job['path'] / 'summary.json'} has no ms_per_query; rerun that job")
-        candidates.append(Candidate(job["label"], float(ms), table[metric], _command(job["path"])))
+        label = job["label"]
+        if learned_in_sample(job["path"]):
+            if not in_sample:
+                raise ConfigError(f"job {label} ({job['path']}) has a learned stage scored on the queries it was "
+                                  "trained on (in_sample: true): its figures are in-sample. Cross-validate it with "
+                                  "cascade.Experiment, or pass --in-sample to tune with it labelled in-sample")
+            label = f"{label} (in-sample)"
+        candidates.append(Candidate(label, float(ms), table[metric], _command(job["path"])))
     wanted = baseline if baseline is not None else settings["baseline"]
     if not wanted:
         raise ConfigError("no baseline to test against: the sweep has no sweep.baseline; give one, "
@@ -202,9 +230,10 @@ def sweep_candidates(root: str | Path, metric: str | None = None,
 
 
 def tune_sweep(root: str | Path, budgets: Sequence[float], metric: str | None = None, folds: int = 5, seed: int = 0,
-               test: str | None = None, baseline: Any = None, json_path: str | None = None) -> list[TuneResult]:
+               test: str | None = None, baseline: Any = None, json_path: str | None = None,
+               in_sample: bool = False) -> list[TuneResult]:
     """:func:`tune` for each budget over the sweep in ``root``; also written to ``json_path`` if given."""
-    candidates, base, settings = sweep_candidates(root, metric, baseline)
+    candidates, base, settings = sweep_candidates(root, metric, baseline, in_sample)
     results = [tune(candidates, base, b, folds, seed, test or str(settings["test"]), settings["metric"])
                for b in budgets]
     if json_path:
@@ -238,6 +267,9 @@ def format_results(results: Sequence[TuneResult]) -> str:
               "against the baseline's. The in-sample figure is optimistic: that choice saw every query.",
               "- ms/query: each configuration's measured wall time of all stages per query in its sweep job "
               "(summary.json ms_per_query; index build/load excluded)."]
+    if any("(in-sample)" in r.chosen.name for r in results):
+        lines.append("- (in-sample): a learned stage scored the queries it was trained on, so its figures are "
+                     "optimistic; cascade.Experiment reports it by query-fold cross-validation.")
     return "\n".join(lines)
 
 
@@ -255,6 +287,8 @@ def parse_args(args: list[str]) -> dict:
     parser.add_argument("--baseline", default=None, help="the default config, e.g. pipeline:bm25 "
                         "(default: sweep.baseline)")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the results to this file")
+    parser.add_argument("--in-sample", dest="in_sample", action="store_true",
+                        help="allow jobs whose learned stage was trained on the queries it scored (labelled in-sample)")
     options = vars(parser.parse_args(args))
     try:
         options["budgets"] = [float(b) for b in str(options.pop("budget_ms")).split(",") if b.strip()]

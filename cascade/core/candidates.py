@@ -21,10 +21,17 @@ class Candidates:
     ``doc_idx`` (Q, K) int64 holds corpus row indices, ``-1`` for padding;
     ``scores`` (Q, K) float32 holds their scores, ``-inf`` at padding. Valid
     entries are packed to the left of each row.
+
+    ``features`` (Q, K, F) float32, NaN at padding, holds named per-candidate columns
+    (``feature_names``, e.g. ``bm25.score``, ``colbert.tok_max``) that stages record while
+    features are recorded (:mod:`cascade.core.features`); :meth:`topk` and :meth:`restrict`
+    carry them along, so a later stage never recomputes an earlier stage's columns.
     """
 
     doc_idx: np.ndarray
     scores: np.ndarray
+    features: np.ndarray | None = None
+    feature_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         doc_idx = np.asarray(self.doc_idx)
@@ -49,6 +56,51 @@ class Candidates:
             scores = np.where(pad, np.float32(-np.inf), scores)
         object.__setattr__(self, "doc_idx", doc_idx)
         object.__setattr__(self, "scores", scores)
+        self._check_features(pad)
+
+    def _check_features(self, pad: np.ndarray) -> None:
+        names = tuple(str(n) for n in self.feature_names)
+        if self.features is None:
+            if names:
+                raise ValueError(f"feature_names {names} given without features")
+            object.__setattr__(self, "feature_names", ())
+            return
+        feats = np.asarray(self.features, np.float32)
+        if feats.shape != (*self.doc_idx.shape, len(names)):
+            raise ValueError(f"features must have shape (queries, k, {len(names)}) to match doc_idx "
+                             f"{self.doc_idx.shape} and feature_names, got {feats.shape}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"feature_names must be unique, got {names}")
+        if pad.any() and not np.isnan(feats[pad]).all():
+            feats = np.where(pad[..., None], np.float32(np.nan), feats)
+        object.__setattr__(self, "features", feats)
+        object.__setattr__(self, "feature_names", names)
+
+    def feature(self, name: str) -> np.ndarray:
+        """The (Q, K) column ``name`` (NaN at padding); a KeyError naming the columns there are."""
+        if name not in self.feature_names:
+            raise KeyError(f"no feature column {name!r}; these candidates have {list(self.feature_names) or 'none'}")
+        return self.features[:, :, self.feature_names.index(name)]
+
+    def rescored(self, scores: np.ndarray, columns: dict[str, np.ndarray] | None = None) -> "Candidates":
+        """The same documents with new ``scores``, their feature columns kept and ``columns`` (name -> (Q, K)) added."""
+        names, feats = self.feature_names, self.features
+        if columns:
+            new = tuple(columns)
+            clash = sorted(set(new) & set(names))
+            if clash:
+                raise ValueError(f"feature columns {clash} are recorded twice; give the stages distinct names")
+            stacked = np.stack([np.asarray(columns[n], np.float32) for n in new], axis=-1)
+            feats = stacked if feats is None else np.concatenate([feats, stacked], axis=-1)
+            names = names + new
+        return Candidates(self.doc_idx, scores, feats, names)
+
+    def _take(self, order: np.ndarray, width: int, keep: np.ndarray | None = None) -> np.ndarray | None:
+        """Features reordered along K like doc_idx (``keep`` False: padding), cut to ``width``."""
+        if self.features is None:
+            return None
+        feats = self.features if keep is None else np.where(keep[..., None], self.features, np.float32(np.nan))
+        return np.take_along_axis(feats, order[..., None], axis=1)[:, :width]
 
     @classmethod
     def empty(cls, num_queries: int) -> "Candidates":
@@ -89,17 +141,16 @@ class Candidates:
         # lexsort: last key is primary; padding has -inf so it sinks to the end.
         order = np.lexsort((self.doc_idx, -self.scores.astype(np.float64)), axis=1)
         doc_idx = np.take_along_axis(self.doc_idx, order, axis=1)
-        scores = np.take_along_axis(self.scores, order, axis=1)
         pad = doc_idx == PAD
         # -inf scored real docs could precede padding only if ties; re-pack defensively.
         if (pad[:, :-1] & ~pad[:, 1:]).any():
-            order = np.argsort(pad, axis=1, kind="stable")
-            doc_idx = np.take_along_axis(doc_idx, order, axis=1)
-            scores = np.take_along_axis(scores, order, axis=1)
+            order = np.take_along_axis(order, np.argsort(pad, axis=1, kind="stable"), axis=1)
+            doc_idx = np.take_along_axis(self.doc_idx, order, axis=1)
+        scores = np.take_along_axis(self.scores, order, axis=1)
         width = int(self.lengths.max(initial=0))
         if k is not None:
             width = min(width, k)
-        return Candidates(doc_idx[:, :width], scores[:, :width])
+        return Candidates(doc_idx[:, :width], scores[:, :width], self._take(order, width), self.feature_names)
 
     def restrict(self, allowed: np.ndarray) -> "Candidates":
         """These candidates without the documents ``allowed`` (bool, one per corpus row) excludes; order kept."""
@@ -110,7 +161,7 @@ class Candidates:
         doc_idx = np.take_along_axis(np.where(keep, self.doc_idx, PAD), order, axis=1)
         scores = np.take_along_axis(np.where(keep, self.scores, np.float32(-np.inf)), order, axis=1)
         width = int(keep.sum(axis=1).max(initial=0))
-        return Candidates(doc_idx[:, :width], scores[:, :width])
+        return Candidates(doc_idx[:, :width], scores[:, :width], self._take(order, width, keep), self.feature_names)
 
     def check_within(self, num_docs: int) -> None:
         """Raise if any candidate index is outside a corpus of ``num_docs`` documents."""
