@@ -63,3 +63,92 @@ def test_the_check_catches_an_upward_import(tmp_path):
 def test_every_package_is_in_a_layer():
     packages = {m for m, p in _modules() if p.name == "__init__.py"} - {"cascade"}
     assert all(layer_of(p) is not None for p in packages), packages
+
+
+def _internal_imports(module: str, path: Path, known: set[str]) -> set[str]:
+    """The package modules ``module`` imports anywhere in its file (module level and inside functions
+    alike; only ``if TYPE_CHECKING:`` blocks, which never run, are left out)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    type_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                 and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
+                 for child in node.body for n in ast.walk(child)}
+    names = []
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(module.split(".")[: -node.level] + ([base] if base else []))
+            names += [base] + [f"{base}.{a.name}" for a in node.names]
+    out = set()
+    for name in names:
+        while name and name not in known:  # "cascade.core.stage.Stage" -> "cascade.core.stage"
+            name = name.rpartition(".")[0]
+        # importing a submodule runs its parent packages anyway: an edge to one's own package is no circle
+        if name and name != module and not module.startswith(name + "."):
+            out.add(name)
+    return out
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan), each as a sorted list."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = dict(_modules())
+    known = set(modules)
+    # the facade (cascade/__init__.py) imports every layer by design and nothing imports it back
+    return {m: _internal_imports(m, p, known) for m, p in modules.items() if m != "cascade"}
+
+
+def test_no_import_circles():
+    cycles = import_cycles(_graph())
+    assert not cycles, "modules that import each other (directly or around a circle, in functions too): " + \
+        "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_circle_check_catches_a_function_level_circle(tmp_path):
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("from cascade.core.b import g\n")
+    b.write_text("def g():\n    from cascade.core.a import f\n")
+    c = tmp_path / "c.py"
+    c.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from cascade.core.a import f\n")
+    known = {"cascade.core.a", "cascade.core.b", "cascade.core.c"}
+    graph = {m: _internal_imports(m, p, known) for m, p in
+             [("cascade.core.a", a), ("cascade.core.b", b), ("cascade.core.c", c)]}
+    assert graph["cascade.core.c"] == set()  # a type-only import never runs
+    assert import_cycles(graph) == [["cascade.core.a", "cascade.core.b"]]

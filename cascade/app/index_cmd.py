@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -23,7 +24,7 @@ from cascade.app.targets import check_targets
 from cascade.core.data import Corpus
 from cascade.core.errors import CascadeError, ConfigError
 from cascade.core.indexing import build_all
-from cascade.core.stage import Pipeline, leaf_stages, prepare_stages
+from cascade.core.stage import Pipeline, prepare_stages
 from cascade.index import store
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def index_pipeline(pipeline: Pipeline, corpus: Corpus, engine: Any = None) -> li
     their share of the build time; an index a stage builds itself while loading (BM25) is reported
     from its ``index_path``, with the stage's load time.
     """
-    stages = list(dict.fromkeys(leaf_stages(pipeline.stages)))
+    stages = list(dict.fromkeys(pipeline.parts()))
     declared: dict[Path, tuple[str, Any]] = {}
     for stage in stages:
         for art in stage.artifacts(corpus):

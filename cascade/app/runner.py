@@ -22,7 +22,7 @@ from cascade.core.errors import CascadeError, ConfigError
 from cascade.core.evaluation import evaluate, parse_metrics, per_query, stage_report
 from cascade.core.files import atomic_write_json, atomic_write_text
 from cascade.core.results import write_trec_run
-from cascade.core.stage import Pipeline, Stage, check_positive, leaf_stages
+from cascade.core.stage import Pipeline, Stage, check_positive
 from cascade.encoders.models import model_identity
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class Summary:
     index_s: float
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Summary":
+    def from_dict(cls, data: dict) -> Summary:
         return cls(str(data.get("dataset", "")), int(data.get("queries", 0)), dict(data.get("metrics", {})),
                    float(data.get("ms_per_query", 0.0)), float(data.get("index_s", 0.0)))
 
@@ -122,19 +122,10 @@ def _digest(items: Any) -> str:
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _all_leaves(stages) -> list:
-    """Every stage with no inner stages, looking inside pipelines and unions alike."""
-    out = []
-    for stage in leaf_stages(stages):
-        inner = getattr(stage, "stages", None)
-        out.extend(_all_leaves(inner) if isinstance(inner, list) else [stage])
-    return out
-
-
 def inputs_fingerprint(dataset: Dataset, pipeline: Pipeline) -> dict:
     """What a run read, by content: corpus, queries and qrels fingerprints, each model's identity."""
     models = {}
-    for stage in _all_leaves(pipeline.stages):
+    for stage in pipeline.leaves():
         model = getattr(stage, "model", None)
         if isinstance(model, str):
             models[stage.name] = model_identity(model)

@@ -16,13 +16,11 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from cascade.app.serve_models import Limits
-from cascade.app.serve_search import Searcher, Stats
+from cascade.app.serve_ray import serve_on_ray
+from cascade.app.serve_spec import ServeSpec, build_app, build_searchers  # noqa: F401 (build_searchers: re-exported)
 from cascade.core.errors import CascadeError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -35,59 +33,6 @@ a search page at / and the OpenAPI docs at /docs. Overrides are those of `cascad
   cascade serve --ray --replicas 2                                  # Ray Serve, 2 replicas
   cascade serve my-index                                            # a saved index folder (cascade index --out)
 With saved indexes, POST/PUT/DELETE /documents add, replace and delete documents."""
-
-
-@dataclass(frozen=True)
-class ServeSpec:
-    """Everything needed to build the served app again (picklable: each Ray Serve replica builds its own)."""
-
-    overrides: tuple[str, ...] = ()
-    pipelines: tuple[str, ...] = ()
-    max_batch: int = 32
-    max_wait_ms: float = 2.0
-    token: str | None = None
-    limits: Limits = field(default_factory=Limits)
-    indexes: tuple[str, ...] = ()  # saved index folders (cascade serve DIR ...), instead of a config
-
-
-def build_searchers(spec: ServeSpec, stats: Stats | None = None) -> list[Searcher]:
-    """One bound pipeline per configured pipeline (the corpus loaded once when their datasets agree)."""
-    from cascade.app.index_cmd import compose_config
-    from cascade.app.runner import build_dataset, build_pipeline
-
-    stats = stats or Stats()
-    if spec.indexes:  # saved indexes: each one a ready pipeline over its own documents
-        import cascade
-
-        searchers = [Searcher(Path(d).name, cascade.load(d), spec.max_batch, spec.max_wait_ms, stats)
-                     for d in spec.indexes]
-        if len({s.name for s in searchers}) < len(searchers):
-            raise ConfigError(f"saved index folders must have different names, got {list(spec.indexes)}")
-        return searchers
-    configs = [compose_config([*spec.overrides, f"pipeline={p}"]) for p in spec.pipelines] \
-        or [compose_config(spec.overrides)]  # every config composed and checked before anything is built
-    corpora: dict[str, object] = {}
-    searchers: list[Searcher] = []
-    for cfg in configs:
-        logging.getLogger("cascade").setLevel(cfg.get("log_level", "INFO"))
-        pipeline = build_pipeline(cfg)
-        if any(s.name == pipeline.name for s in searchers):
-            raise ConfigError(f"pipeline {pipeline.name!r} is configured twice; give each --pipeline once")
-        key = OmegaConf.to_yaml(cfg.dataset) + str(cfg.get("max_queries"))
-        if key not in corpora:
-            corpora[key] = build_dataset(cfg).corpus
-        bound = pipeline.index(corpora[key])
-        searchers.append(Searcher(pipeline.name, bound, spec.max_batch, spec.max_wait_ms, stats))
-    return searchers
-
-
-def build_app(spec: ServeSpec):
-    """The FastAPI app of ``spec``: its pipelines bound and batched (see :func:`cascade.app.serve.create_app`)."""
-    from cascade.app.serve import create_app, import_fastapi
-
-    import_fastapi()  # before any index is opened: a missing extra fails at once
-    stats = Stats()
-    return create_app(build_searchers(spec, stats), spec.token, spec.limits, stats)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -151,8 +96,6 @@ def main(args: Sequence[str]) -> int:
         if opts.host not in ("127.0.0.1", "localhost", "::1") and spec.token is None:
             log.warning("serving on %s without a token: anyone who reaches this address can search", opts.host)
         if opts.ray:
-            from cascade.app.serve_ray import serve_on_ray
-
             return serve_on_ray(spec, opts.replicas, opts.host, opts.port, opts.ray_address)
         app = build_app(spec)
         import uvicorn

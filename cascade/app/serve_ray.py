@@ -1,6 +1,6 @@
 """``cascade serve --ray --replicas N``: the same app as a Ray Serve deployment of N replicas.
 
-Each replica builds the app of the :class:`~cascade.app.serve_cmd.ServeSpec` it is given (the
+Each replica builds the app of the :class:`~cascade.app.serve_spec.ServeSpec` it is given (the
 config composed again there, the pipelines bound to the corpus, its own batcher), so a request
 is answered exactly as by ``cascade serve`` without Ray. The indexes come from the cache
 directory: replicas open the cached vector and token files memory-mapped, so replicas on one node
@@ -17,7 +17,7 @@ import signal
 import time
 from typing import Any
 
-from cascade.app.serve_cmd import ServeSpec, build_app
+from cascade.app.serve_spec import ServeSpec, build_app
 from cascade.core.errors import CascadeError
 
 log = logging.getLogger(__name__)

@@ -12,16 +12,17 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from cascade.app.batching import Batcher, BatchInfo
 from cascade.core.candidates import PAD, Batch
 from cascade.core.search import Ranking, _ranking
-from cascade.core.stage import Pipeline, Stage, leaf_stages
+from cascade.core.stage import Pipeline, Stage
 
 WINDOW = 10_000  # latency samples kept per series (the most recent ones)
 
@@ -104,7 +105,7 @@ class Searcher:
 
     def describe(self) -> dict[str, Any]:
         """Name, stages (name and k), documents: what ``/health`` lists and the page shows."""
-        stages = leaf_stages([self.target]) if isinstance(self.target, Stage) else []
+        stages = self.target.parts() if isinstance(self.target, Stage) else []
         return {"name": self.name, "stages": [{"name": s.name, "k": s.k} for s in stages],
                 "documents": _live(self.corpus), "writable": self.writable,
                 "max_batch": self.batcher.max_batch, "max_wait_ms": 1000 * self.batcher.max_wait_s}

@@ -121,8 +121,15 @@ def cross_validate(candidates: Sequence[Candidate], budget_ms: float,
     return held, record
 
 
-def tune(candidates: Sequence[Candidate], baseline: Candidate, budget_ms: float, folds: int | Sequence[Sequence[str]] = 5,
-         seed: int = 0, test: str = "ttest", metric: str = "") -> TuneResult:
+def tune(
+    candidates: Sequence[Candidate],
+    baseline: Candidate,
+    budget_ms: float,
+    folds: int | Sequence[Sequence[str]] = 5,
+    seed: int = 0,
+    test: str = "ttest",
+    metric: str = "",
+) -> TuneResult:
     """The best candidate under ``budget_ms`` and the cross-validated gain of choosing it over ``baseline``.
 
     ``folds`` is a number of folds (queries shuffled by ``seed``) or the folds themselves

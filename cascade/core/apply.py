@@ -10,20 +10,18 @@ Two forms, as PyTerrier's ``pt.apply``::
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from cascade.core.candidates import PAD, Batch, Candidates
 from cascade.core.data import Corpus
 from cascade.core.errors import ConfigError, NeedsCandidatesError
+from cascade.core.search import TextLists
 from cascade.core.stage import Stage
 
-if TYPE_CHECKING:
-    from cascade.core.search import TextLists
 
-
-class FunctionStage(Stage):
+class FunctionStage(Stage, builds="apply"):
     """A stage that calls ``fn``; see :func:`apply`."""
 
     def __init__(self, fn: Callable, per_query: bool = False, k: int | None = None, name: str | None = None,
@@ -105,7 +103,7 @@ class FunctionStage(Stage):
             raise ValueError(f"{self.name}: the function returned NaN scores; return a number for every document")
         return scores
 
-    def rank_lists(self, lists: "TextLists", cands: Candidates, fresh: bool) -> Candidates:
+    def rank_lists(self, lists: TextLists, cands: Candidates, fresh: bool) -> Candidates:
         """Text mode (``rerank(query, docs)``): the function sees each query's documents as a small corpus."""
         out = np.full(cands.doc_idx.shape, PAD, np.int64), np.full(cands.doc_idx.shape, -np.inf, np.float32)
         for q, row in enumerate(cands.doc_idx):

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cascade.core.candidates import PAD, Batch, Candidates
+from cascade.core.checks import check_k
 from cascade.core.data import Corpus, Dataset
 from cascade.core.errors import DataError
+from cascade.core.sources import corpus as corpus_from
 
 if TYPE_CHECKING:
     from cascade.core.stage import Stage
@@ -97,8 +99,6 @@ def texts_or_batch(rerank_batch):
 def as_corpus(corpus: Any) -> Corpus:
     """A :class:`Corpus` from a Dataset or any source :func:`cascade.core.sources.corpus` takes
     (a Corpus, a list of texts, a dict id -> text, a DataFrame, a BEIR folder...)."""
-    from cascade.core.sources import corpus as corpus_from
-
     return corpus.corpus if isinstance(corpus, Dataset) else corpus_from(corpus)
 
 
@@ -118,15 +118,13 @@ def _queries(query: Any) -> tuple[tuple[str, ...], bool]:
     raise DataError(f"a query must be a string or a list of strings, got {type(query).__name__}")
 
 
-def search(stage: "Stage", query: str | Sequence[str], k: int | None, corpus: Corpus, subset: Any = None,
+def search(stage: Stage, query: str | Sequence[str], k: int | None, corpus: Corpus, subset: Any = None,
            where: Mapping | None = None) -> Ranking | list[Ranking]:
     """Run ``stage`` for ``query`` (one string or a list) over ``corpus``; the top ``k`` of each query.
 
     ``subset`` (document ids) and ``where`` (metadata equalities, see :func:`allowed_rows`) restrict
     every stage to those documents, the first stage included.
     """
-    from cascade.core.stage import check_k
-
     k = check_k(k, f"{stage.name}.search")
     texts, single = _queries(query)
     if not texts:
@@ -190,7 +188,7 @@ class TextLists:
     ids: list[list[str]]
 
     @classmethod
-    def make(cls, query: Any, docs: Any) -> tuple["TextLists", bool]:
+    def make(cls, query: Any, docs: Any) -> tuple[TextLists, bool]:
         """From one query and a list of texts (or a dict id -> text), or a list of queries with one such list each."""
         queries, single = _queries(query)
         rows = [docs] if single else docs
@@ -222,15 +220,13 @@ class TextLists:
         return [[self.texts[q][d] for d in row[row != PAD]] for q, row in enumerate(cands.doc_idx)]
 
 
-def rerank_texts(stage: "Stage", query: str | Sequence[str], docs: Any, k: int | None = None
+def rerank_texts(stage: Stage, query: str | Sequence[str], docs: Any, k: int | None = None
                  ) -> Ranking | list[Ranking]:
     """Rank ``docs`` (texts, or a dict id -> text) for ``query``; with a list of queries, one list per query.
 
     Every stage of ``stage`` (a pipeline, a union...) ranks what the one before kept, keeping its
     own ``k``; ``k`` here cuts the final ranking. Hits keep their position in the given list (``index``).
     """
-    from cascade.core.stage import check_k
-
     k = check_k(k, f"{stage.name}.rerank")
     lists, single = TextLists.make(query, docs)
     cands = rank_lists(stage, lists, lists.start(), fresh=True).topk(k)
@@ -239,19 +235,13 @@ def rerank_texts(stage: "Stage", query: str | Sequence[str], docs: Any, k: int |
     return out[0] if single else out
 
 
-def rank_lists(stage: "Stage", lists: TextLists, cands: Candidates, fresh: bool = False) -> Candidates:
+def rank_lists(stage: Stage, lists: TextLists, cands: Candidates, fresh: bool = False) -> Candidates:
     """``stage`` run over per-query lists of texts; ``cands.doc_idx`` are positions in each query's list.
 
-    A pipeline runs its stages in order; a stage with a ``rank_lists(lists, cands, fresh)`` method
-    (a union, a function stage) ranks itself; any other scores the texts with ``score_texts``, fuses
-    with the incoming scores (unless ``fresh``: they carry no scores yet) and keeps its ``k``.
+    A stage with a ``rank_lists(lists, cands, fresh)`` method (a pipeline, a union, a function stage)
+    ranks itself; any other scores the texts with ``score_texts``, fuses with the incoming scores
+    (unless ``fresh``: they carry no scores yet) and keeps its ``k``.
     """
-    from cascade.core.stage import Pipeline
-
-    if isinstance(stage, Pipeline):
-        for i, inner in enumerate(stage.stages):
-            cands = rank_lists(inner, lists, cands, fresh and i == 0)
-        return cands.topk(stage.k)
     hook = getattr(stage, "rank_lists", None)
     if hook is not None:
         return hook(lists, cands, fresh)
@@ -277,27 +267,3 @@ def flat_positions(docs: Sequence[Sequence[str]]) -> np.ndarray:
     lengths = np.array([len(row) for row in docs], np.int64)
     width = np.arange(int(lengths.max(initial=0)))[None, :]
     return np.where(width < lengths[:, None], (np.cumsum(lengths) - lengths)[:, None] + width, PAD)
-
-
-def score_texts_in_memory(stage: "Stage", queries: Sequence[str], docs: Sequence[Sequence[str]]) -> list[np.ndarray]:
-    """Scores of each query's ``docs`` from ``stage.score(batch)`` over a small in-memory corpus per query.
-
-    For stages that need no corpus index; a stage that builds one implements ``score_texts`` itself.
-    """
-    from cascade.core.stage import Stage
-
-    if type(stage).load is not Stage.load:
-        raise NotImplementedError(
-            f"{stage.name} ({type(stage).__name__}) builds a corpus index, so it cannot rank a plain list of "
-            "texts; implement score_texts(queries, docs) for it, or index a corpus and use search()")
-    out = []
-    for query, row in zip(queries, docs):
-        if not row:
-            out.append(np.zeros(0, np.float32))
-            continue
-        corpus = Corpus([str(i) for i in range(len(row))], list(row))
-        if stage.artifacts(corpus):
-            raise NotImplementedError(f"{stage.name} needs cached corpus artifacts; implement score_texts for it")
-        cands = Candidates(np.arange(len(row))[None, :], np.zeros((1, len(row)), np.float32))
-        out.append(np.asarray(stage.score(Batch((query,), corpus, cands)), np.float32)[0])
-    return out

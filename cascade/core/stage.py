@@ -3,42 +3,30 @@ from __future__ import annotations
 
 import copy
 import logging
-import numbers
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
 from cascade.core.candidates import Batch, Candidates
+from cascade.core.checks import check_k, check_positive
 from cascade.core.data import Corpus, Dataset
 from cascade.core.errors import ConfigError, NeedsCandidatesError
+from cascade.core.features import record_features, wants_features, with_columns
 from cascade.core.fusion import Fusion
 from cascade.core.indexing import Artifact, build_all
 from cascade.core.results import Run, StageTrace
-from cascade.core.search import texts_or_batch
+from cascade.core.search import Ranking, TextLists, as_corpus, rank_lists, rerank_texts, search, texts_or_batch
+from cascade.core.sources import load_dataset
 from cascade.core.timing import collect, run_scope
 
 log = logging.getLogger(__name__)
 
 # Set by the cascade facade (cascade/__init__.py) to cascade.saved.save, which lives above the stages:
 # the core calls up only through this slot.
-SAVE_HOOK = None
-
-
-def check_positive(value: Any, what: str, allow_none: bool = True, null_means: str = "") -> int | None:
-    """A positive integer setting (or None where allowed), else a ConfigError naming it."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        hint = f"; null means {null_means}" if allow_none and null_means else ""
-        raise ConfigError(f"{what} must be a positive integer{' or null' if allow_none else ''}, got {value!r}{hint}")
-    return int(value)
-
-
-def check_k(k: Any, owner: str = "stage") -> int | None:
-    """Validate a cutoff: a positive integer, or None for "keep all"."""
-    return check_positive(k, f"{owner}: k", null_means="keep every candidate")
+SAVE_HOOK: Callable[..., Any] | None = None
+__all__ = ["Pipeline", "Stage", "check_k", "check_positive", "prepare_stages", "stage_index_info"]
 
 
 def _as_fusion(fusion: Fusion | dict | str | None) -> Fusion | None:
@@ -58,7 +46,15 @@ class Stage:
     from the whole corpus, :meth:`retrieve`. A stage that needs cached corpus artifacts
     lists them in :meth:`artifacts` and opens them in :meth:`load`; a pipeline builds the
     artifacts of all its stages in one planned step (shared encoder passes run once).
+
+    A composite stage (a pipeline, a union) exposes its inner stages through :meth:`children` and
+    :meth:`replace`; :meth:`walk`, :meth:`leaves`, :meth:`parts` and :meth:`entry` read the tree.
     """
+
+    # The composite classes that ``+`` and :meth:`from_function` build, by role. They live in modules
+    # above this one (cascade.core.union, cascade.core.apply) and register themselves on definition:
+    # ``class UnionFusion(Stage, builds="union")``. The facade (cascade/__init__.py) imports both.
+    _builders: ClassVar[dict[str, type[Stage]]] = {}
 
     def __init__(self, k: int | None = None, fusion: Fusion | dict | str | None = None, name: str | None = None):
         self.name = name or type(self).__name__.lower()
@@ -89,8 +85,46 @@ class Stage:
         """Scores (Q, K) for ``batch.candidates``; values at padding are ignored."""
         raise NotImplementedError(f"{type(self).__name__} must implement score()")
 
+    # --- the stage tree -----------------------------------------------------------------
+    def children(self) -> list[Stage]:
+        """The stages directly inside this one (none for a plain stage)."""
+        return []
+
+    def replace(self, children: Sequence[Stage]) -> Stage:
+        """A shallow copy of this stage with ``children`` in place of its inner stages."""
+        if list(children):
+            raise TypeError(f"{self.name} ({type(self).__name__}) has no inner stages to replace")
+        return copy.copy(self)
+
+    def walk(self) -> Iterator[Stage]:
+        """This stage, then every stage inside it, depth first."""
+        yield self
+        for child in self.children():
+            yield from child.walk()
+
+    def leaves(self) -> list[Stage]:
+        """Every distinct stage with no inner stages, in order (looking inside pipelines and unions alike)."""
+        return list(dict.fromkeys(s for s in self.walk() if not s.children()))
+
+    def parts(self) -> list[Stage]:
+        """The stages that index and run as units: a pipeline's parts are its stages' parts; any other
+        stage (a union included) is one part."""
+        return [self]
+
+    def entry(self) -> Stage:
+        """The stage that sees this one's input first (a pipeline's first part)."""
+        return self
+
+    def without_fusion(self) -> Stage:
+        """A copy ranking by its own scores: no score fusion here or in any inner stage."""
+        clone = self.replace([child.without_fusion() for child in self.children()])
+        clone.fusion = None
+        return clone
+
     # --- the interface ------------------------------------------------------------------
     def is_prepared(self, corpus: Corpus) -> bool:
+        if self.children():
+            return all(s.is_prepared(corpus) for s in self.leaves())
         return self._prepared_for == corpus.fingerprint
 
     def prepare(self, corpus: Corpus, engine: Any = None) -> dict[str, float]:
@@ -112,77 +146,79 @@ class Stage:
                 self.retrieve(batch, self.k)  # raises NeedsCandidatesError before any indexing
         self.prepare(batch.corpus)
         if batch.candidates is None:
-            return batch.with_candidates(self.retrieve(batch, self.k))
+            found = self.retrieve(batch, self.k)
+            return batch.with_candidates(with_columns(self, batch, found, found.scores))
         cands = batch.candidates
         if cands.doc_idx.shape[1] == 0:
             return batch
         scores = np.asarray(self.score(batch), dtype=np.float32)
         if scores.shape != cands.doc_idx.shape:
             raise ValueError(f"{self.name}.score returned shape {scores.shape}, expected {cands.doc_idx.shape}")
-        if self.fusion is not None:
-            scores = self.fusion(cands.scores, scores, cands.mask)
-        return batch.with_candidates(Candidates(cands.doc_idx, scores).topk(self.k))
+        fused = self.fusion(cands.scores, scores, cands.mask) if self.fusion is not None else None
+        return batch.with_candidates(with_columns(self, batch, cands, scores, fused).topk(self.k))  # features kept
 
     def __call__(self, data: Dataset | Batch) -> Run:
         """Run this stage (or pipeline) over a dataset's queries; returns a :class:`Run`."""
         return Pipeline([self]).run(data)
 
     # --- composition --------------------------------------------------------------------
-    def __mod__(self, k: int) -> "Stage":
+    def __mod__(self, k: int) -> Stage:
         """A copy of this stage that keeps the top ``k``."""
         clone = copy.copy(self)
         clone.k = check_k(k, self.name)
         return clone
 
-    def __rshift__(self, other: "Stage") -> "Pipeline":
+    def __rshift__(self, other: Stage) -> Pipeline:
         if not isinstance(other, Stage):
             raise TypeError(f"can only chain stages with >>, got {type(other).__name__}: {other!r}")
         return Pipeline([self, other])
 
-    def __rrshift__(self, other: Any) -> "Pipeline":
+    def __rrshift__(self, other: Any) -> Pipeline:
         raise TypeError(f"can only chain stages with >>, got {type(other).__name__}: {other!r}")
 
-    def __add__(self, other: "Stage") -> "Stage":
+    def __add__(self, other: Stage) -> Stage:
         """``a + b`` (or ``a | b``): both on the same input, the union of their candidates fused (RRF)."""
-        from cascade.core.union import union_of
-
-        return union_of(self, other)
+        return Stage._builder("union").of(self, other)  # type: ignore[attr-defined]
 
     __or__ = __add__
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, builds: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if builds is not None:
+            Stage._builders[builds] = cls
         own = cls.__dict__.get("rerank")
         if own is not None and not getattr(own, "texts_dispatch", False):
-            cls.rerank = texts_or_batch(own)
+            cls.rerank = texts_or_batch(own)  # type: ignore[method-assign]
 
     @staticmethod
-    def from_function(fn, per_query: bool = False, k: int | None = None, name: str | None = None,
-                      retrieves: bool = False) -> "Stage":
-        """A stage from a function; see :func:`cascade.core.apply.apply`."""
-        from cascade.core.apply import FunctionStage
+    def _builder(role: str) -> type[Stage]:
+        found = Stage._builders.get(role)
+        if found is None:
+            raise ConfigError(f"no {role} stage class is registered; import cascade (or cascade.core.{role})")
+        return found
 
-        return FunctionStage(fn, per_query=per_query, k=k, name=name, retrieves=retrieves)
+    @staticmethod
+    def from_function(fn: Callable, per_query: bool = False, k: int | None = None, name: str | None = None,
+                      retrieves: bool = False) -> Stage:
+        """A stage from a function; see :func:`cascade.core.apply.apply`."""
+        make: Any = Stage._builder("apply")
+        return make(fn, per_query=per_query, k=k, name=name, retrieves=retrieves)
 
     # --- search and rerank of plain texts (cascade.core.search) -------------------------
-    def index(self, corpus: Any) -> "Stage":
+    def index(self, corpus: Any) -> Stage:
         """Bind ``corpus`` (a Corpus, list of texts, dict...) for :meth:`search`, its artifacts built or reused."""
-        from cascade.core.search import as_corpus
-
         corpus = as_corpus(corpus)
         self.prepare(corpus)
         self._search_corpus = corpus
         return self
 
     def search(self, query: str | Sequence[str], k: int | None = 10, corpus: Any = None, subset: Any = None,
-               where: Mapping | None = None):
+               where: Mapping | None = None) -> Ranking | list[Ranking]:
         """The top ``k`` of the bound (or given) corpus: a :class:`~cascade.core.search.Ranking` (a list for many).
 
         ``subset`` (document ids) and ``where`` (``{field: value}`` on a saved index's metadata) restrict
         every stage, the first included, to those documents (:func:`~cascade.core.search.allowed_rows`).
         """
-        from cascade.core.search import search
-
         if corpus is not None:
             self.index(corpus)
         bound = getattr(self, "_search_corpus", None)
@@ -198,30 +234,33 @@ class Stage:
             raise ConfigError("saving needs the cascade package's saved-index layer (import cascade first)")
         return SAVE_HOOK(self, path, **options)
 
-    def rerank_texts(self, query: str | Sequence[str], docs: Any, k: int | None = None):
+    def rerank_texts(self, query: str | Sequence[str], docs: Any, k: int | None = None) -> Ranking | list[Ranking]:
         """A :class:`~cascade.core.search.Ranking` of ``docs`` (texts, or dict id -> text), scored now, nothing
         cached; a list of queries takes one list of docs each and gives a list of rankings."""
-        from cascade.core.search import rerank_texts
-
         return rerank_texts(self, query, docs, k)
 
     def score_texts(self, queries: Sequence[str], docs: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """One score array per query for its ``docs`` (texts), computed now, nothing cached. By default
-        :meth:`score` over an in-memory corpus (stages needing no index); indexing stages override it."""
-        from cascade.core.search import score_texts_in_memory
-
-        return score_texts_in_memory(self, queries, docs)
+        :meth:`score` over a small in-memory corpus per query (stages needing no index); indexing stages
+        override it."""
+        if type(self).load is not Stage.load:
+            raise NotImplementedError(
+                f"{self.name} ({type(self).__name__}) builds a corpus index, so it cannot rank a plain list of "
+                "texts; implement score_texts(queries, docs) for it, or index a corpus and use search()")
+        out = []
+        for query, row in zip(queries, docs):
+            if not row:
+                out.append(np.zeros(0, np.float32))
+                continue
+            corpus = Corpus(tuple(str(i) for i in range(len(row))), tuple(row))
+            if self.artifacts(corpus):
+                raise NotImplementedError(f"{self.name} needs cached corpus artifacts; implement score_texts for it")
+            cands = Candidates(np.arange(len(row))[None, :], np.zeros((1, len(row)), np.float32))
+            out.append(np.asarray(self.score(Batch((query,), corpus, cands)), np.float32)[0])
+        return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(k={self.k})"
-
-
-def leaf_stages(stages: Sequence[Stage]) -> list[Stage]:
-    """``stages`` with nested pipelines expanded."""
-    out: list[Stage] = []
-    for stage in stages:
-        out.extend(leaf_stages(stage.stages) if isinstance(stage, Pipeline) else [stage])
-    return out
 
 
 def prepare_stages(stages: Sequence[Stage], corpus: Corpus, engine: Any = None) -> dict[str, float]:
@@ -231,7 +270,7 @@ def prepare_stages(stages: Sequence[Stage], corpus: Corpus, engine: Any = None) 
     see :mod:`cascade.core.indexing`), then lets each stage load. Returns seconds per
     stage name: its share of the builds plus its load time. ``engine`` runs the encoder passes.
     """
-    todo = [s for s in dict.fromkeys(leaf_stages(stages)) if not s.is_prepared(corpus)]
+    todo = [s for s in dict.fromkeys(p for stage in stages for p in stage.parts()) if not s.is_prepared(corpus)]
     needs = {id(s): list(s.artifacts(corpus)) for s in todo}
     built = build_all([a for s in todo for a in needs[id(s)]], corpus, engine)
     seconds: dict[str, float] = {}
@@ -263,15 +302,32 @@ class Pipeline(Stage):
         if not isinstance(fusion, bool):
             raise ConfigError(f"pipeline fusion must be true or false, got {fusion!r}")
         if not fusion:
-            flat = [_without_fusion(s) for s in flat]
+            flat = [s.without_fusion() for s in flat]
         super().__init__(k=k, name=name)
         self.stages = flat
 
     def __call__(self, data: Dataset | Batch) -> Run:
         return self.run(data)
 
-    def is_prepared(self, corpus: Corpus) -> bool:
-        return all(s.is_prepared(corpus) for s in leaf_stages(self.stages))
+    def children(self) -> list[Stage]:
+        return list(self.stages)
+
+    def replace(self, children: Sequence[Stage]) -> Pipeline:
+        clone = copy.copy(self)
+        clone.stages = list(children)
+        return clone
+
+    def parts(self) -> list[Stage]:
+        return [p for stage in self.stages for p in stage.parts()]
+
+    def entry(self) -> Stage:
+        return self.stages[0].entry()
+
+    def rank_lists(self, lists: TextLists, cands: Candidates, fresh: bool) -> Candidates:
+        """Text mode (``rerank(query, docs)``): the stages rank the given texts in order."""
+        for i, inner in enumerate(self.stages):
+            cands = rank_lists(inner, lists, cands, fresh and i == 0)
+        return cands.topk(self.k)
 
     def prepare(self, corpus: Corpus, engine: Any = None) -> dict[str, float]:
         """Index every stage for ``corpus`` in one planned step (see :func:`prepare_stages`)."""
@@ -280,14 +336,14 @@ class Pipeline(Stage):
     def rerank(self, batch: Batch) -> Batch:
         self._check_first(batch)
         self.prepare(batch.corpus)
-        with run_scope():
+        with run_scope(), record_features(wants_features(self.stages)):
             for stage in self.stages:
                 batch = stage.rerank(batch)
         return batch.with_candidates(batch.candidates.topk(self.k)) if self.k else batch
 
     def _check_first(self, batch: Batch) -> None:
         first = self.stages[0]
-        if batch.candidates is None and not isinstance(first, Pipeline) and not first.can_retrieve():
+        if batch.candidates is None and first is first.entry() and not first.can_retrieve():
             first.retrieve(batch, first.k)  # raises NeedsCandidatesError before any indexing
 
     def run(self, data: Dataset | Batch, engine: Any = None) -> Run:
@@ -296,8 +352,6 @@ class Pipeline(Stage):
         ``engine`` runs the corpus encoding of missing indexes (None: in this process).
         """
         if not isinstance(data, (Dataset, Batch)):  # a BEIR folder or "irds:<id>"; else a DataError saying what to do
-            from cascade.core.sources import load_dataset
-
             data = load_dataset(data)
         if isinstance(data, Dataset):
             batch = Batch(data.query_texts, data.corpus, None, data.query_ids)
@@ -306,7 +360,7 @@ class Pipeline(Stage):
         self._check_first(batch)
         index_s = self.prepare(batch.corpus, engine)  # 0 s for stages already indexed earlier
         trace = []
-        with run_scope():
+        with run_scope(), record_features(wants_features(self.stages)):
             for stage in self.stages:
                 start = time.perf_counter()
                 with collect() as phases:
@@ -330,13 +384,3 @@ def stage_index_info(stage: Stage) -> dict:
     """What a stage reports about its index (bytes, bytes per token...), if it says."""
     info = getattr(stage, "index_info", None)
     return dict(info()) if callable(info) else {}
-
-
-def _without_fusion(stage: Stage) -> Stage:
-    if isinstance(stage, Pipeline):
-        return Pipeline(stage.stages, stage.k, stage.name, fusion=False)
-    clone = copy.copy(stage)
-    clone.fusion = None
-    if isinstance(getattr(stage, "stages", None), list):  # a union: its sides lose their fusion too
-        clone.stages = [_without_fusion(s) for s in stage.stages]
-    return clone

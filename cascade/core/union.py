@@ -8,8 +8,8 @@ of that query under ``zscore``, ``minmax`` and ``linear``. Equal fused scores ra
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,10 +17,8 @@ from cascade.core.candidates import PAD, Batch, Candidates
 from cascade.core.data import Corpus
 from cascade.core.errors import ConfigError
 from cascade.core.fusion import normalize
-from cascade.core.stage import Pipeline, Stage, leaf_stages, prepare_stages
-
-if TYPE_CHECKING:
-    from cascade.core.search import TextLists
+from cascade.core.search import TextLists, rank_lists
+from cascade.core.stage import Stage, prepare_stages
 
 METHODS = ("rrf", "zscore", "minmax", "linear")
 
@@ -84,13 +82,7 @@ def fuse_union(sides: Sequence[Candidates], method: str = "rrf", weights: Sequen
     return Candidates(union, np.where(union != PAD, fused, -np.inf).astype(np.float32)).topk(None)
 
 
-def _first_leaf(stage: Stage) -> Stage:
-    while isinstance(stage, Pipeline):
-        stage = stage.stages[0]
-    return stage
-
-
-class UnionFusion(Stage):
+class UnionFusion(Stage, builds="union"):
     """Run every stage in ``stages`` on the same input and fuse the union of their candidates.
 
     Args:
@@ -125,21 +117,26 @@ class UnionFusion(Stage):
 
     # --- indexing: the sides' artifacts are planned with the rest of the pipeline ----------------
     def artifacts(self, corpus: Corpus) -> list:
-        return [a for s in leaf_stages(self.stages) if not s.is_prepared(corpus) for a in s.artifacts(corpus)]
+        return [a for s in self.leaves() if not s.is_prepared(corpus) for a in s.artifacts(corpus)]
 
     def load(self, corpus: Corpus, artifacts: list) -> None:
         prepare_stages(self.stages, corpus)  # built already by the caller's plan: this opens them
 
-    def is_prepared(self, corpus: Corpus) -> bool:
-        return all(s.is_prepared(corpus) for s in leaf_stages(self.stages))
+    def children(self) -> list[Stage]:
+        return list(self.stages)
+
+    def replace(self, children: Sequence[Stage]) -> UnionFusion:
+        clone = copy.copy(self)
+        clone.stages = list(children)
+        return clone
 
     # --- ranking --------------------------------------------------------------------------------------
     def can_retrieve(self) -> bool:
-        return all(_first_leaf(s).can_retrieve() for s in self.stages)
+        return all(s.entry().can_retrieve() for s in self.stages)
 
     def retrieve(self, batch: Batch, k: int | None) -> Candidates:
         for side in self.stages:
-            first = _first_leaf(side)
+            first = side.entry()
             if not first.can_retrieve():
                 first.retrieve(batch, first.k)  # raises NeedsCandidatesError before any indexing
         self.prepare(batch.corpus)
@@ -159,10 +156,8 @@ class UnionFusion(Stage):
         values, found = _lookup(fused.doc_idx, fused.scores, batch.candidates.doc_idx)
         return np.where(found, values, -np.inf).astype(np.float32)
 
-    def rank_lists(self, lists: "TextLists", cands: Candidates, fresh: bool) -> Candidates:
+    def rank_lists(self, lists: TextLists, cands: Candidates, fresh: bool) -> Candidates:
         """Text mode (``rerank(query, docs)``): every side ranks the given texts, then the union is fused."""
-        from cascade.core.search import rank_lists
-
         return self._fuse([rank_lists(side, lists, cands, fresh) for side in self.stages]).topk(self.k)
 
     def _fuse(self, sides: list[Candidates]) -> Candidates:
@@ -173,6 +168,16 @@ class UnionFusion(Stage):
         return (type(self) is UnionFusion and self.k is None and self.method == "rrf" and self.weights is None
                 and self.rrf_k == 60.0)
 
+    @classmethod
+    def of(cls, a: Stage, b: Stage) -> UnionFusion:
+        """``a + b``: an RRF union of both (plain unions on either side are merged into one)."""
+        if not isinstance(b, Stage):
+            raise TypeError(f"can only fuse stages with + or |, got {type(b).__name__}: {b!r}")
+        parts: list[Stage] = []
+        for stage in (a, b):
+            parts.extend(stage.stages if isinstance(stage, UnionFusion) and stage.is_plain() else [stage])
+        return cls(parts)
+
     def __repr__(self) -> str:
         inner = " + ".join(repr(s) for s in self.stages)
         extra = f"{self.method}" + (f", weights={self.weights}" if self.weights else "")
@@ -181,9 +186,4 @@ class UnionFusion(Stage):
 
 def union_of(a: Stage, b: Stage) -> UnionFusion:
     """``a + b``: an RRF union of both (plain unions on either side are merged into one)."""
-    if not isinstance(b, Stage):
-        raise TypeError(f"can only fuse stages with + or |, got {type(b).__name__}: {b!r}")
-    parts: list[Stage] = []
-    for stage in (a, b):
-        parts.extend(stage.stages if isinstance(stage, UnionFusion) and stage.is_plain() else [stage])
-    return UnionFusion(parts)
+    return UnionFusion.of(a, b)

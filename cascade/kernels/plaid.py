@@ -20,10 +20,12 @@ Every ranking orders by score descending, ties by document index ascending.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
+
+from cascade.kernels.plaid_plan import append_tail, default_search_params  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +35,6 @@ ExactFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 APPROX_TILE_ELEMENTS = 1 << 22
 # Tokens per step when building the IVF (bounds the int64 key arrays).
 IVF_CHUNK_TOKENS = 1 << 22
-
-
-def default_search_params(k: int) -> dict:
-    """colbert-ai's ``Searcher.dense_search`` defaults for ``k``: ncells, centroid_score_threshold, ndocs."""
-    if k <= 10:
-        return dict(ncells=1, centroid_score_threshold=0.5, ndocs=256)
-    if k <= 100:
-        return dict(ncells=2, centroid_score_threshold=0.45, ndocs=1024)
-    return dict(ncells=4, centroid_score_threshold=0.4, ndocs=max(k * 4, 4096))
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -254,8 +247,6 @@ def plaid_search(queries: np.ndarray, query_mask: np.ndarray, centroids: np.ndar
         exact = exact_fn(queries[b0:b0 + len(rows)], mask[b0:b0 + len(rows)], cand) if cand.size else cand
         idx, sc = _sort_results(cand, np.asarray(exact, np.float32).reshape(cand.shape), k)
         if tail:
-            from cascade.kernels.plaid_plan import append_tail
-
             idx, sc = _sort_results(*append_tail(idx, sc, [(d[rerank:], s[rerank:]) for d, s in rows]), k)
         out_idx.append(idx)
         out_sc.append(sc)

@@ -1,6 +1,6 @@
 """PLAID's default knobs for a given ``k`` *and corpus size*, and when to search exhaustively instead.
 
-colbert-ai's ``Searcher.dense_search`` defaults (:func:`~cascade.kernels.plaid.default_search_params`)
+colbert-ai's ``Searcher.dense_search`` defaults (:func:`default_search_params`)
 follow ``k`` alone: for k > 100 they keep ``ndocs = max(4k, 4096)`` candidates and score
 ``max(k, ndocs // 4)`` of them exactly. On a corpus of a few thousand documents that is most of
 the corpus, on top of candidate generation, and PLAID ends up slower than scoring every document.
@@ -29,8 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cascade.kernels.plaid import default_search_params
-
 # ndocs is capped at this share of the corpus (but never below k).
 CANDIDATE_FRACTION = 1 / 4
 # The exact stage scores at least this share of the corpus (when colbert-ai's budget is larger).
@@ -54,6 +52,15 @@ class SearchPlan:
         """Keyword arguments of :func:`~cascade.kernels.plaid.plaid_search` (approximate tail on)."""
         return dict(ncells=self.ncells, centroid_score_threshold=self.centroid_score_threshold, ndocs=self.ndocs,
                     rerank_docs=self.rerank_docs, approx_tail=True)
+
+
+def default_search_params(k: int) -> dict:
+    """colbert-ai's ``Searcher.dense_search`` defaults for ``k``: ncells, centroid_score_threshold, ndocs."""
+    if k <= 10:
+        return dict(ncells=1, centroid_score_threshold=0.5, ndocs=256)
+    if k <= 100:
+        return dict(ncells=2, centroid_score_threshold=0.45, ndocs=1024)
+    return dict(ncells=4, centroid_score_threshold=0.4, ndocs=max(k * 4, 4096))
 
 
 def plan_search(k: int, num_docs: int, ncells: int | None = None, centroid_score_threshold: float | None = None,

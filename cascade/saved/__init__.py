@@ -11,7 +11,8 @@
 The folder's format: :mod:`cascade.index.generations` (generations and the atomic switch),
 :mod:`cascade.index.appendable` (append-only arrays, checksums), :mod:`cascade.index.docstore`
 (texts and metadata); each stage's files: :mod:`cascade.saved.parts`, :mod:`cascade.saved.bm25_part`,
-:mod:`cascade.saved.colbert_part`; writing: :mod:`cascade.saved.write`.
+:mod:`cascade.saved.colbert_part`; writing: :mod:`cascade.saved.saving` (the first generation) and
+:mod:`cascade.saved.write` (later ones).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from cascade.saved.index import SavedIndex
-from cascade.saved.write import save
+from cascade.saved.saving import save
 
 __all__ = ["SavedIndex", "load", "save"]
 

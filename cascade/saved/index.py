@@ -26,6 +26,7 @@ from cascade.saved import settings
 from cascade.saved.bm25_part import BM25Part
 from cascade.saved.colbert_part import ResidualPart, TokensPart
 from cascade.saved.parts import DensePart, Part
+from cascade.saved.write import compact, write
 from cascade.stages.biencoder import BiEncoder
 from cascade.stages.bm25 import BM25
 from cascade.stages.colbert import ColBERT
@@ -160,30 +161,22 @@ class SavedIndex(Pipeline):
     # --- writing (each call writes one generation) ---------------------------------------------
     def add(self, docs: Any, metadata: Mapping | None = None, timeout: float | None = 60.0) -> SavedIndex:
         """Add new documents (ids not in the index; see :func:`cascade.saved.docs.parse_docs` for the forms)."""
-        from cascade.saved.write import write
-
         write(self, "add", docs=docs, metadata=metadata, timeout=timeout)
         return self
 
     def update(self, docs: Any, metadata: Mapping | None = None, timeout: float | None = 60.0) -> SavedIndex:
         """Replace documents that are in the index (same ids) by these versions: a delete and an add, in one step."""
-        from cascade.saved.write import write
-
         write(self, "update", docs=docs, metadata=metadata, timeout=timeout)
         return self
 
     def delete(self, ids: Any, missing: str = "error", timeout: float | None = 60.0) -> SavedIndex:
         """Delete documents by id; an id not in the index is an error (``missing="ignore"``: logged and skipped)."""
-        from cascade.saved.write import write
-
         write(self, "delete", ids=ids, missing=missing, timeout=timeout)
         return self
 
     def compact(self, retrain: bool = False, timeout: float | None = 60.0) -> SavedIndex:
         """Rewrite the files without deleted documents; ``retrain=True`` also trains every compressed
         ColBERT's codec again on the live documents (their token vectors are encoded again)."""
-        from cascade.saved.write import compact
-
         compact(self, retrain, timeout)
         return self
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from cascade.core.errors import ConfigError, DataError
 from cascade.core.fusion import Fusion
-from cascade.core.stage import Pipeline, Stage, leaf_stages
+from cascade.core.stage import Pipeline, Stage
 from cascade.encoders.models import default_model_path, model_identity
 from cascade.stages.biencoder import BiEncoder
 from cascade.stages.bm25 import BM25
@@ -114,7 +114,7 @@ def build_stage(record: dict, model: str | None = None, device: str | None = Non
 
 def describe_pipeline(pipeline: Pipeline) -> tuple[dict, list[Stage]]:
     """(the pipeline's shape with leaves as part numbers, its distinct leaf stages in order)."""
-    leaves: list[Stage] = list(dict.fromkeys(leaf_stages(pipeline.stages)))
+    leaves: list[Stage] = list(dict.fromkeys(pipeline.parts()))
     number = {id(s): i for i, s in enumerate(leaves)}
 
     def shape(stage: Stage) -> dict:
