@@ -29,6 +29,7 @@ import numpy as np
 from cascade.core.candidates import Batch, Candidates
 from cascade.core.data import Dataset
 from cascade.core.errors import ConfigError, DataError
+from cascade.core.evaluation import make_folds
 from cascade.core.features import record_features, sequence
 from cascade.core.results import Run, StageTrace
 from cascade.core.stage import Pipeline, Stage
@@ -214,7 +215,6 @@ def cross_validate(pipeline: Stage, dataset: Dataset, folds: int | list = 5, see
     Features are computed once (``collected``: reuse a :func:`collect` run); each fold's model is
     trained on the other folds' judged queries and scores the held-out ones.
     """
-    from cascade.app.tune import make_folds
 
     learned = next((s for s in sequence(pipeline) if isinstance(s, LearnedFusion)), None)
     kind = kind or (learned.kind if learned else "lambdamart")

@@ -26,6 +26,7 @@ import numpy as np
 
 from cascade.app.significance import Comparison, check_test, compare
 from cascade.core.errors import ConfigError, DataError
+from cascade.core.evaluation import make_folds  # noqa: F401 - also part of this module's API
 
 
 @dataclass(frozen=True)
@@ -97,14 +98,6 @@ def choose(candidates: Sequence[Candidate], budget_ms: float, queries: Sequence[
                           f"takes {fastest.ms_per_query:.2f}: raise the budget or sweep cheaper settings")
     order = {id(c): i for i, c in enumerate(candidates)}
     return max(feasible, key=lambda c: (_mean(c.scores, queries), -c.ms_per_query, -order[id(c)]))
-
-
-def make_folds(queries: Sequence[str], folds: int, seed: int = 0) -> list[tuple[str, ...]]:
-    """``queries`` shuffled (by ``seed``) and cut into ``folds`` near-equal parts."""
-    if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= len(queries):
-        raise ConfigError(f"folds must be an integer from 2 to the number of queries ({len(queries)}), got {folds!r}")
-    order = np.random.default_rng(seed).permutation(sorted(queries))
-    return [tuple(str(q) for q in part) for part in np.array_split(order, folds)]
 
 
 def cross_validate(candidates: Sequence[Candidate], budget_ms: float,

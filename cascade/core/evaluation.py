@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 
 import ir_measures
+import numpy as np
 
 from cascade.core.candidates import Candidates
 from cascade.core.data import Qrels
@@ -103,3 +104,11 @@ def _stage_row(trace: StageTrace, values: dict[str, float], recall_name: str, qu
     for phase, seconds in sorted(trace.phases.items()):
         row[f"{phase}_ms_per_query"] = 1000.0 * seconds / queries
     return row
+
+
+def make_folds(queries: Sequence[str], folds: int, seed: int = 0) -> list[tuple[str, ...]]:
+    """``queries`` shuffled (by ``seed``) and cut into ``folds`` near-equal parts."""
+    if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= len(queries):
+        raise ConfigError(f"folds must be an integer from 2 to the number of queries ({len(queries)}), got {folds!r}")
+    order = np.random.default_rng(seed).permutation(sorted(queries))
+    return [tuple(str(q) for q in part) for part in np.array_split(order, folds)]
