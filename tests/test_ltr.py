@@ -187,3 +187,33 @@ def test_tune_refuses_an_in_sample_learned_job_unless_asked(tmp_path):
     (job / ".hydra" / "config.yaml").write_text("pipeline:\n  stages:\n  - {_target_: cascade.stages.ltr."
                                                 "LearnedFusion, in_sample: false}\n")
     assert not learned_in_sample(job)
+
+
+def test_every_learned_fusion_argument_has_its_effect(tiny_dataset, tmp_path):
+    """test_settings_reach's rule for the learned stage: each constructor argument changes what it does."""
+    import inspect
+
+    assert set(inspect.signature(LearnedFusion).parameters) == {"k", "model", "kind", "params", "in_sample", "name"}
+    batch = Batch(tiny_dataset.query_texts, tiny_dataset.corpus, collect(base(), tiny_dataset).candidates)
+
+    def scores(**kw):
+        return LearnedFusion(k=3, **kw).fit(base(), tiny_dataset).score(batch)
+
+    linear = scores(kind="linear")
+    assert not np.allclose(linear, scores(kind="lambdamart", params=LGB), equal_nan=True)  # kind
+    assert not np.allclose(linear, scores(kind="linear", params={"l2": 100.0}), equal_nan=True)  # params
+    assert not np.allclose(scores(kind="lambdamart", params=LGB),
+                           scores(kind="lambdamart", params={**LGB, "n_estimators": 2}), equal_nan=True)
+    path = LearnedFusion(k=3, kind="linear").fit(base(), tiny_dataset).save_model(tmp_path / "m.json")
+    other = LearnedFusion(k=3, kind="linear", params={"l2": 100.0}).fit(base(), tiny_dataset)
+    other_path = other.save_model(tmp_path / "other.json")
+    loaded = LearnedFusion(k=3, model=str(path), in_sample=True)
+    assert np.allclose(loaded.score(batch), linear, equal_nan=True)  # model: the saved one, as trained
+    assert not np.allclose(loaded.score(batch), LearnedFusion(model=str(other_path), in_sample=True).score(batch),
+                           equal_nan=True)
+    for k in (2, 3):  # k: how many it keeps
+        run = (base() >> LearnedFusion(k=k, model=str(path), in_sample=True, name="fused"))(tiny_dataset)
+        assert run.candidates.doc_idx.shape[1] == k
+    with pytest.raises(ConfigError, match="in-sample"):  # in_sample: training queries refused unless set
+        cascade.Experiment([base() >> LearnedFusion(k=3, model=str(path))], tiny_dataset, ["nDCG@10"])
+    assert LearnedFusion(model=str(path), name="fused").name == "fused"  # name: declared no effect on scores

@@ -78,7 +78,7 @@ def test_a_write_killed_at_any_step_leaves_the_index_before_or_after(model, pris
         assert got in (before, after), f"killed at point {i}: the index is neither as before nor as after"
         which = "before" if got == before else "after"
         seen.append(which)
-        appendable.verify(folder, manifest_files(index.manifest, index.parts), full=True)
+        appendable.verify(folder, manifest_files(index.manifest, index.saved_parts), full=True)
         index.add(FOLLOW)  # the next writer recovers: cuts unfinished appends, removes leftovers
         assert state(index) == follows[which], f"killed at point {i}: the next write went wrong"
         _only_referenced(index)

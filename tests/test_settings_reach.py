@@ -71,6 +71,8 @@ CASES = {
     CrossEncoder: {"k": ({}, 2), "model": ({}, "cross_encoder_other"), "max_length": ({}, 6),
                    "fusion": ({}, Fusion("zscore", 0.9, 0.1))},
 }
+# stages whose arguments need a trained model rather than a backend: their own test checks each argument
+ELSEWHERE = {"LearnedFusion": "tests/test_ltr.py::test_every_learned_fusion_argument_has_its_effect"}
 _OTHER: dict[str, str] = {}
 
 
@@ -170,7 +172,7 @@ def test_every_stage_class_is_covered():
         found |= {obj for obj in vars(module).values() if isinstance(obj, type) and issubclass(obj, Stage)
                   and obj is not Stage and obj.__module__ == module.__name__}
     assert found >= {BM25, BiEncoder, ColBERT, CrossEncoder}
-    missing = found - set(CASES)
+    missing = {c for c in found - set(CASES) if c.__name__ not in ELSEWHERE}
     assert not missing, f"add CASES entries for {sorted(c.__name__ for c in missing)}"
 
 

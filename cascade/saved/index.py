@@ -76,8 +76,8 @@ class SavedIndex(Pipeline):
         if unknown:
             raise ConfigError(f"models names stages the index does not have: {unknown}; its stages are {names}")
         leaves = [settings.build_stage(record, models.get(record["name"]), device) for record in meta["stages"]]
-        self.parts = [make_part(i, stage) for i, stage in enumerate(leaves)]
-        kinds = [p.kind for p in self.parts]
+        self.saved_parts = [make_part(i, stage) for i, stage in enumerate(leaves)]
+        kinds = [p.kind for p in self.saved_parts]
         if kinds != meta["parts"]:
             raise CorruptArtifactError(f"saved index {root}: its stages keep {meta['parts']}, but its settings "
                                        f"make {kinds}")
@@ -100,7 +100,7 @@ class SavedIndex(Pipeline):
                 raise
 
     def _open(self, manifest: dict) -> None:
-        appendable.verify(self.root, manifest_files(manifest, self.parts))
+        appendable.verify(self.root, manifest_files(manifest, self.saved_parts))
         store = DocStore(self.root, manifest["docstore"])
         if store.rows != manifest["rows"]:
             raise CorruptArtifactError(f"saved index {self.root}: its docstore holds {store.rows} rows, its manifest "
@@ -110,7 +110,7 @@ class SavedIndex(Pipeline):
             live = np.ones(store.rows, bool)
             live[load_file(self.root, manifest["deleted"])] = False
         corpus = StoredCorpus(store, live, manifest["fingerprint"], str(self.root))
-        for part, entry in zip(self.parts, manifest["stages"]):
+        for part, entry in zip(self.saved_parts, manifest["stages"]):
             part.attach(self.root, entry, corpus)
             part.stage._prepared_for = corpus.fingerprint
         self.manifest, self.corpus, self._search_corpus = manifest, corpus, corpus
@@ -184,18 +184,18 @@ class SavedIndex(Pipeline):
     def codec_drift(self) -> dict[str, dict]:
         """Per compressed ColBERT stage: how well its codec reconstructs added documents' token vectors
         against the documents it was trained on (see :func:`cascade.saved.colbert_part.drift_report`)."""
-        return {p.stage.name: p.info(e)["codec_drift"] for p, e in zip(self.parts, self.manifest["stages"])
+        return {p.stage.name: p.info(e)["codec_drift"] for p, e in zip(self.saved_parts, self.manifest["stages"])
                 if isinstance(p, ResidualPart)}
 
     def info(self) -> dict:
         """Generation, rows, live documents, bytes on disk, and each stage's part."""
-        files = manifest_files(self.manifest, self.parts)
+        files = manifest_files(self.manifest, self.saved_parts)
         nbytes = sum(int(s["bytes"]) if "bytes" in s else 0 for s in files)
         nbytes += sum((self.root / s["file"]).stat().st_size for s in files if "ranges" in s)
         return {"path": str(self.root), "generation": self.generation, "rows": self.manifest["rows"],
                 "documents": self.corpus.num_live, "deleted": self.manifest["rows"] - self.corpus.num_live,
                 "bytes": nbytes, "stages": [{"stage": p.stage.name, "kind": p.kind, **p.info(e)}
-                                            for p, e in zip(self.parts, self.manifest["stages"])]}
+                                            for p, e in zip(self.saved_parts, self.manifest["stages"])]}
 
     def __repr__(self) -> str:
         return (f"SavedIndex({str(self.root)!r}, generation {self.generation}, {self.corpus.num_live} documents: "

@@ -109,7 +109,7 @@ def write(index: SavedIndex, op: str, docs: Any = None, metadata: Mapping | None
         generations.cleanup(index.root, base)  # files a killed writer left
         txn = Txn(index.root, base)
         try:
-            entries, store_parts = _encode_and_append(txn, index.parts, base["stages"], parsed, base["docstore"],
+            entries, store_parts = _encode_and_append(txn, index.saved_parts, base["stages"], parsed, base["docstore"],
                                                       live)
             manifest = {"rows": len(live), "docstore": store_parts,
                         "deleted": _deleted_spec(txn, base, live, bool(len(dead))), "stages": entries,
@@ -140,7 +140,7 @@ def compact(index: SavedIndex, retrain: bool = False, timeout: float | None = 60
             compacted = StoredCorpus(DocStore(index.root, store_parts), None, chain(base["fingerprint"], "compact",
                                                                                    rows=keep.tolist()))
             entries = []
-            for part, entry in zip(index.parts, base["stages"]):
+            for part, entry in zip(index.saved_parts, base["stages"]):
                 if retrain and isinstance(part, ResidualPart):
                     entries.append(part.retrain(txn, entry, compacted))
                 else:
