@@ -108,10 +108,21 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--out", default=str(HERE / "results.json"))
+    parser.add_argument("--cost-only", action="store_true",
+                        help="only step 4, with the saved models and the cached feature run; writes results_cost.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     test = cascade.load_beir(DATA, "test")
     load0 = os.getloadavg()
+    if args.cost_only:
+        feats, _ = cached_collect(test, "test")
+        models = {kind: LearnedFusion(k=10, model=str(HERE / "models" / f"scifact_test_{kind}.json"))
+                  for kind in ("linear", "lambdamart")}
+        out = {"cost_ms_per_query": timing(feats, test, models), "load_start": load0, "load_end": os.getloadavg(),
+               "when": time.strftime("%Y-%m-%d %H:%M")}
+        (HERE / "results_cost.json").write_text(json.dumps(out, indent=1), encoding="utf-8")
+        log.info("cost (ms/query): %s", out["cost_ms_per_query"])
+        return
 
     hand = cascade.Pipeline(stages(10), name="cascade").run(test)
     hand_q = per_query(hand, test.qrels, [METRIC])[METRIC]
