@@ -216,4 +216,5 @@ def test_every_learned_fusion_argument_has_its_effect(tiny_dataset, tmp_path):
         assert run.candidates.doc_idx.shape[1] == k
     with pytest.raises(ConfigError, match="in-sample"):  # in_sample: training queries refused unless set
         cascade.Experiment([base() >> LearnedFusion(k=3, model=str(path))], tiny_dataset, ["nDCG@10"])
-    assert LearnedFusion(model=str(path), name="fused").name == "fused"  # name: declared no effect on scores
+    named = LearnedFusion(model=str(path), name="fused", in_sample=True)  # name: no effect on the scores
+    assert named.name == "fused" and np.array_equal(named.score(batch), loaded.score(batch), equal_nan=True)

@@ -128,7 +128,7 @@ def approx_scores(scores: np.ndarray, codes: np.ndarray, offsets: np.ndarray, do
             fold(loc[hit].astype(np.int64), kept[c0:c1][owner_c])
     else:
         # a document's tokens are contiguous: gather their rows and fold each document's run with one
-        # ``maximum.reduceat`` (~3x faster than the scatter); pruned centroids read -inf, so they never win
+        # ``maximum.reduceat`` (no scatter); pruned centroids read -inf, so they never win
         table = scores_t if keep is None else scores_t.masked_fill(torch.from_numpy(~np.asarray(keep, bool))[:, None],
                                                                     float("-inf"))
         best_np = best.numpy()
