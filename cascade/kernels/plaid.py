@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 ExactFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 # Floats gathered per step of the centroid interaction (tokens x Lq): 2**22 x 4 B = 16 MiB.
 APPROX_TILE_ELEMENTS = 1 << 22
+# Floats of one exhaustive-search similarity tile (tokens x unmasked query tokens): 2**21 x 4 B = 8 MiB,
+# so the tile and its reductions stay in the last-level cache whatever the number of queries.
+EXHAUSTIVE_TILE_ELEMENTS = 1 << 21
 # Tokens per step when building the IVF (bounds the int64 key arrays).
 IVF_CHUNK_TOKENS = 1 << 22
 
@@ -284,8 +287,8 @@ def prune_candidates(queries: np.ndarray, query_mask: np.ndarray, centroids: np.
 
 
 def exhaustive_search(queries: np.ndarray, query_mask: np.ndarray, tokens: np.ndarray, offsets: np.ndarray,
-                      k: int, tile_tokens: int = 1 << 14,
-                      allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      k: int, tile_tokens: int = 1 << 14, allowed: np.ndarray | None = None,
+                      tile_elements: int = EXHAUSTIVE_TILE_ELEMENTS) -> tuple[np.ndarray, np.ndarray]:
     """Exact MaxSim top ``k`` over every document, scanning ``tokens`` in doc-aligned tiles.
 
     ``tokens``: the (T, dim) token matrix, or a callable ``(start, stop) -> (stop - start, dim)``
@@ -294,8 +297,9 @@ def exhaustive_search(queries: np.ndarray, query_mask: np.ndarray, tokens: np.nd
 
     Each tile (t, dim) is multiplied with all queries' unmasked tokens at once (t, V) and
     folded per document with ``np.maximum.reduceat``, then per query over its tokens;
-    empty documents are never returned. Memory: ``tile_tokens * V`` floats (V = unmasked
-    query tokens in all; split the queries for large Q).
+    empty documents are never returned. A tile holds at most ``tile_tokens`` tokens and at most
+    ``tile_elements // V`` (V = unmasked query tokens in all), so its (t, V) similarities stay
+    cache-sized as the batch grows (a tile never splits a document, so a long one may exceed it).
     """
     offsets = np.asarray(offsets, np.int64)
     num_q, lq, dim = queries.shape
@@ -305,7 +309,10 @@ def exhaustive_search(queries: np.ndarray, query_mask: np.ndarray, tokens: np.nd
     per_query = mask.sum(axis=1)
     col_starts = np.concatenate([[0], np.cumsum(per_query)[:-1]])
     live = np.flatnonzero(per_query > 0)  # a query without tokens scores 0 everywhere
-    best_idx, best_sc = np.zeros((num_q, 0), np.int64), np.zeros((num_q, 0), np.float32)
+    parts_idx: list[np.ndarray] = [np.zeros((num_q, 0), np.int64)]
+    parts_sc: list[np.ndarray] = [np.zeros((num_q, 0), np.float32)]
+    held = 0  # columns in the parts
+    tile_tokens = max(1, min(tile_tokens, tile_elements // max(len(valid), 1)))
     for d0, d1 in _chunks(np.diff(offsets), tile_tokens):
         if allowed is not None and not allowed[d0:d1].any():
             continue
@@ -320,11 +327,13 @@ def exhaustive_search(queries: np.ndarray, query_mask: np.ndarray, tokens: np.nd
                 sc[live] = np.add.reduceat(per_doc, col_starts[live], axis=1).T
             if allowed is not None:  # every document was scored (each owns a span of the tile); keep the allowed
                 docs, sc = docs[allowed[docs]], sc[:, allowed[docs]]
-            best_idx = np.concatenate([best_idx, np.broadcast_to(docs, sc.shape)], axis=1)
-            best_sc = np.concatenate([best_sc, sc], axis=1)
-            if best_idx.shape[1] > 4 * k:
-                best_idx, best_sc = _sort_results(best_idx, best_sc, k)
-    return _sort_results(best_idx, best_sc, k)
+            parts_idx.append(np.broadcast_to(docs, sc.shape))
+            parts_sc.append(sc)
+            held += len(docs)
+            if held > 4 * k:  # merge the pending tiles into the running top k
+                best_idx, best_sc = _sort_results(np.concatenate(parts_idx, axis=1), np.concatenate(parts_sc, axis=1), k)
+                parts_idx, parts_sc, held = [best_idx], [best_sc], best_idx.shape[1]
+    return _sort_results(np.concatenate(parts_idx, axis=1), np.concatenate(parts_sc, axis=1), k)
 
 
 def residual_exact_fn(decompress: Callable[[np.ndarray, np.ndarray], np.ndarray], codes: np.ndarray,
