@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from cascade.kernels import interaction_fused
 from cascade.kernels.maxsim import maxsim, maxsim_naive
 from cascade.kernels.plaid import (
     approx_scores,
@@ -83,12 +84,36 @@ def test_approx_scores_match_naive(corpus, lq, seed, keep_frac, tile):
     scores = rng.standard_normal((lq, num_c)).astype(np.float32)
     keep = None if keep_frac is None else rng.random(num_c) < keep_frac
     expected = naive_approx(scores, codes, offsets, docs, keep)
-    np.testing.assert_allclose(approx_scores(scores, codes, offsets, docs, keep=keep, tile_elements=tile),
-                               expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(approx_scores(scores, codes, offsets, docs, keep=keep, tile_elements=tile,
+                                             kernel="numpy"), expected, rtol=1e-5, atol=1e-5)
+    if interaction_fused.available():  # the numba pass: the same maxima, so the same sums bit for bit
+        np.testing.assert_array_equal(approx_scores(scores, codes, offsets, docs, keep=keep, kernel="fused"),
+                                      approx_scores(scores, codes, offsets, docs, keep=keep, kernel="numpy"))
     ivf = build_ivf(codes, offsets, num_c)  # pairs from the kept centroids' lists when cheaper
     np.testing.assert_allclose(
         approx_scores(scores, codes, offsets, docs, keep=keep, ivf=ivf), expected, rtol=1e-5, atol=1e-5
     )
+
+
+@pytest.mark.skipif(not interaction_fused.available(), reason="numba not installed")
+@given(corpora(), st.integers(1, 40), st.integers(0, 2 ** 32 - 1), st.sampled_from([0.0, 0.5, 1.0]))
+@settings(max_examples=200, deadline=None)
+def test_doc_maxima_matches_its_naive_loop(corpus, lq, seed, pruned):
+    codes, offsets, num_c = corpus
+    rng = np.random.default_rng(seed)
+    table = rng.standard_normal((num_c, lq)).astype(np.float32)
+    table[rng.random(num_c) < pruned] = -np.inf  # pruned centroids; a document of only those stays -inf
+    docs = np.arange(len(offsets) - 1)
+    starts, lengths = offsets[docs], np.diff(offsets)
+    got = interaction_fused.doc_maxima(table, codes, starts, lengths)
+    np.testing.assert_array_equal(got, interaction_fused.doc_maxima_naive(table, codes, starts, lengths))
+    assert got.shape == (len(docs), lq) and got.dtype == np.float32
+
+
+def test_approx_scores_refuses_an_unknown_kernel():
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        approx_scores(np.zeros((1, 2), np.float32), np.zeros(1, np.int32), np.array([0, 1]), np.array([0]),
+                      kernel="cuda")
 
 
 def test_default_search_params():

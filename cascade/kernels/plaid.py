@@ -25,6 +25,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from cascade.kernels import interaction_fused
 from cascade.kernels.plaid_plan import append_tail, default_search_params  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 ExactFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 # Floats gathered per step of the centroid interaction (tokens x Lq): 2**22 x 4 B = 16 MiB.
 APPROX_TILE_ELEMENTS = 1 << 22
+# Centroid-interaction kernels of approx_scores over documents' own tokens.
+APPROX_KERNELS = ("auto", "fused", "numpy")
 # Floats of one exhaustive-search similarity tile (tokens x unmasked query tokens): 2**21 x 4 B = 8 MiB,
 # so the tile and its reductions stay in the last-level cache whatever the number of queries.
 EXHAUSTIVE_TILE_ELEMENTS = 1 << 21
@@ -95,7 +98,7 @@ def centroid_scores(query: np.ndarray, centroids: np.ndarray | torch.Tensor) -> 
 
 def approx_scores(scores: np.ndarray, codes: np.ndarray, offsets: np.ndarray, doc_ids: np.ndarray,
                   keep: np.ndarray | None = None, ivf: tuple[np.ndarray, np.ndarray] | None = None,
-                  tile_elements: int = APPROX_TILE_ELEMENTS) -> np.ndarray:
+                  tile_elements: int = APPROX_TILE_ELEMENTS, kernel: str = "auto") -> np.ndarray:
     """Centroid interaction: (n,) float32 ``sum_i max_{t in d, keep[code_t]} scores[i, code_t]``.
 
     scores: (Lq, C) centroid scores of one query; doc_ids: (n,) sorted unique documents;
@@ -104,8 +107,12 @@ def approx_scores(scores: np.ndarray, codes: np.ndarray, offsets: np.ndarray, do
     that is fewer pairs, from the kept centroids' IVF lists (same result). Pairs are folded
     into a running (n, Lq) max (IVF pairs: a scatter ``amax``; the docs' own tokens, which are contiguous:
     ``maximum.reduceat`` over each document's run), in steps of ``tile_elements`` floats, so memory stays
-    bounded; there is no Python loop over documents.
+    bounded; there is no Python loop over documents. ``kernel`` (docs' own tokens only): ``numpy`` as
+    above; ``fused``: one numba pass that reads each token's code and table row, no gathered tile
+    (:mod:`cascade.kernels.interaction_fused`, identical maxima); ``auto``: fused when numba is installed.
     """
+    if kernel not in APPROX_KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(APPROX_KERNELS)}, got {kernel!r}")
     doc_ids = np.asarray(doc_ids, np.int64)
     scores_t = torch.from_numpy(np.ascontiguousarray(scores.T, dtype=np.float32))  # (C, Lq)
     best = torch.full((len(doc_ids), scores_t.shape[1]), float("-inf"))
@@ -134,6 +141,9 @@ def approx_scores(scores: np.ndarray, codes: np.ndarray, offsets: np.ndarray, do
         # ``maximum.reduceat`` (no scatter); pruned centroids read -inf, so they never win
         table = scores_t if keep is None else scores_t.masked_fill(torch.from_numpy(~np.asarray(keep, bool))[:, None],
                                                                     float("-inf"))
+        if kernel == "fused" or (kernel == "auto" and interaction_fused.available()):
+            best = torch.from_numpy(interaction_fused.doc_maxima(table.numpy(), codes, offsets[doc_ids], lengths))
+            return best.sum(dim=1).numpy()
         best_np = best.numpy()
         for d0, d1 in _chunks(lengths, budget):
             run = lengths[d0:d1]
@@ -331,8 +341,8 @@ def exhaustive_search(queries: np.ndarray, query_mask: np.ndarray, tokens: np.nd
             parts_sc.append(sc)
             held += len(docs)
             if held > 4 * k:  # merge the pending tiles into the running top k
-                best_idx, best_sc = _sort_results(np.concatenate(parts_idx, axis=1), np.concatenate(parts_sc, axis=1), k)
-                parts_idx, parts_sc, held = [best_idx], [best_sc], best_idx.shape[1]
+                merged = _sort_results(np.concatenate(parts_idx, axis=1), np.concatenate(parts_sc, axis=1), k)
+                parts_idx, parts_sc, held = [merged[0]], [merged[1]], merged[0].shape[1]
     return _sort_results(np.concatenate(parts_idx, axis=1), np.concatenate(parts_sc, axis=1), k)
 
 
