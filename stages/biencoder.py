@@ -8,7 +8,6 @@ import numpy as np
 from cascade.core.candidates import Batch, Candidates
 from cascade.core.data import Corpus
 from cascade.core.errors import ConfigError
-from cascade.core.search import flat_positions
 from cascade.core.stage import Stage, check_positive
 from cascade.core.timing import timed
 from cascade.encoders.models import resolve_model
@@ -119,16 +118,6 @@ class BiEncoder(Stage):
             queries = self.query_vectors(batch.query_texts)
         with timed("score"):
             return dot_scores(queries, self._vectors, batch.candidates.doc_idx)
-
-    def score_texts(self, queries, docs) -> list[np.ndarray]:
-        """Scores of each query's ``docs`` (texts), encoded now as the index pass would; nothing is cached."""
-        flat = [text for row in docs for text in row]
-        if not flat:
-            return [np.zeros(0, np.float32) for _ in docs]
-        _, doc_len = self._lengths()
-        vectors = self._normalize(self.encoder.encode(flat, doc_len, self.doc_prefix, self.batch_size).pooled)
-        scores = dot_scores(self.query_vectors(tuple(queries)), vectors, flat_positions(docs))
-        return [scores[q, :len(row)] for q, row in enumerate(docs)]
 
     def __repr__(self) -> str:
         return f"BiEncoder(k={self.k}, model={self.model!r})"

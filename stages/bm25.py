@@ -117,7 +117,7 @@ class BM25(Stage):
             log.info("building bm25s index for %d docs in %s", len(corpus), path)
             model = bm25s.BM25(k1=self.k1, b=self.b, delta=self.delta, method=self.method)
             with _quiet_bm25s():
-                model.index(self.tokenizer(corpus.texts), show_progress=False)
+                model.index(_indexable(self.tokenizer(corpus.texts)), show_progress=False)
                 model.save(tmp, show_progress=False)
 
         store.ensure(path, build, settings)
@@ -130,7 +130,7 @@ class BM25(Stage):
 
         def build(tmp: Path) -> dict:
             log.info("tokenizing %d docs into %s", len(corpus), path)
-            return _save_tokens(tmp, self.tokenizer(corpus.texts))
+            return _save_tokens(tmp, _indexable(self.tokenizer(corpus.texts)))
 
         store.ensure(path, build, settings)
         tokens, vocab = _load_tokens(path)
@@ -214,35 +214,14 @@ class BM25(Stage):
             frac[q] = matched[q] / max(len(terms), 1)
         return {"terms_matched": matched, "terms_frac": frac, "term_max": best}
 
-    def score_texts(self, queries, docs) -> list[np.ndarray]:
-        """BM25 of each query over its own ``docs`` (term statistics of those texts), indexed in memory;
-        nothing is cached."""
-        out = []
-        for query, row in zip(queries, docs):
-            tokens = self.tokenizer([query])[0]
-            doc_tokens = self.tokenizer(row) if row else []
-            if not tokens or not any(doc_tokens):
-                out.append(np.zeros(len(row), np.float32))
-            else:
-                out.append(np.asarray(self._memory_model(doc_tokens).get_scores(tokens), np.float32))
-        return out
-
-    def _memory_model(self, doc_tokens: list[list[str]]):
-        """A backend model over tokenized texts, in memory (what :meth:`load` builds and caches for a corpus)."""
-        if self.backend == "bm25s":
-            import bm25s
-
-            model = bm25s.BM25(k1=self.k1, b=self.b, delta=self.delta, method=self.method)
-            with _quiet_bm25s():
-                model.index(doc_tokens, show_progress=False)
-            return model
-        import rank_bm25
-
-        extra = {"epsilon": self.epsilon} if self.variant == "okapi" else {"delta": self.delta}
-        return getattr(rank_bm25, RANK_BM25_VARIANTS[self.variant])(doc_tokens, k1=self.k1, b=self.b, **extra)
-
     def __repr__(self) -> str:
         return f"BM25(k={self.k}, backend={self.backend!r})"
+
+
+def _indexable(docs: list[list[str]]) -> list[list[str]]:
+    """``docs`` (tokenized) as both backends can index them: when no document has a term (all empty or
+    stopwords), the first holds the empty-string term, which no tokenized query has, so every score is 0."""
+    return docs if any(docs) else [[""], *docs[1:]]
 
 
 def _save_tokens(out: Path, docs: list[list[str]]) -> dict:

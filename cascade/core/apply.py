@@ -15,9 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from cascade.core.candidates import PAD, Batch, Candidates
-from cascade.core.data import Corpus
 from cascade.core.errors import ConfigError, NeedsCandidatesError
-from cascade.core.search import TextLists
 from cascade.core.stage import Stage
 
 
@@ -102,21 +100,6 @@ class FunctionStage(Stage, builds="apply"):
         if np.isnan(scores).any():
             raise ValueError(f"{self.name}: the function returned NaN scores; return a number for every document")
         return scores
-
-    def rank_lists(self, lists: TextLists, cands: Candidates, fresh: bool) -> Candidates:
-        """Text mode (``rerank(query, docs)``): the function sees each query's documents as a small corpus."""
-        out = np.full(cands.doc_idx.shape, PAD, np.int64), np.full(cands.doc_idx.shape, -np.inf, np.float32)
-        for q, row in enumerate(cands.doc_idx):
-            docs = row[row != PAD]
-            if not len(docs):
-                continue
-            corpus = Corpus([lists.ids[q][d] for d in docs], [lists.texts[q][d] for d in docs])
-            local = Candidates(np.arange(len(docs))[None, :], cands.scores[q:q + 1, : len(docs)])
-            got = self.rerank(Batch((lists.queries[q],), corpus, local)).candidates
-            keep = got.doc_idx[0] != PAD
-            out[0][q, : keep.sum()] = docs[got.doc_idx[0][keep]]
-            out[1][q, : keep.sum()] = got.scores[0][keep]
-        return Candidates(*out).topk(self.k)
 
     def __repr__(self) -> str:
         return f"apply({self.name}, per_query={self.per_query}, k={self.k})"

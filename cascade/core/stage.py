@@ -17,7 +17,7 @@ from cascade.core.features import record_features, wants_features, with_columns
 from cascade.core.fusion import Fusion
 from cascade.core.indexing import Artifact, build_all
 from cascade.core.results import Run, StageTrace
-from cascade.core.search import Ranking, TextLists, as_corpus, rank_lists, rerank_texts, search, texts_or_batch
+from cascade.core.search import Ranking, as_corpus, rerank_texts, search, texts_or_batch
 from cascade.core.sources import load_dataset
 from cascade.core.timing import collect, run_scope
 
@@ -235,29 +235,11 @@ class Stage:
         return SAVE_HOOK(self, path, **options)
 
     def rerank_texts(self, query: str | Sequence[str], docs: Any, k: int | None = None) -> Ranking | list[Ranking]:
-        """A :class:`~cascade.core.search.Ranking` of ``docs`` (texts, or dict id -> text), scored now, nothing
-        cached; a list of queries takes one list of docs each and gives a list of rankings."""
+        """A :class:`~cascade.core.search.Ranking` of ``docs`` (texts, or dict id -> text): this stage run over
+        them as a corpus of their own, indexed in a private temporary folder (nothing cached, this stage left
+        as it was); a list of queries takes one list of docs each and gives a list of rankings. See
+        :func:`cascade.core.search.rerank_texts`."""
         return rerank_texts(self, query, docs, k)
-
-    def score_texts(self, queries: Sequence[str], docs: Sequence[Sequence[str]]) -> list[np.ndarray]:
-        """One score array per query for its ``docs`` (texts), computed now, nothing cached. By default
-        :meth:`score` over a small in-memory corpus per query (stages needing no index); indexing stages
-        override it."""
-        if type(self).load is not Stage.load:
-            raise NotImplementedError(
-                f"{self.name} ({type(self).__name__}) builds a corpus index, so it cannot rank a plain list of "
-                "texts; implement score_texts(queries, docs) for it, or index a corpus and use search()")
-        out = []
-        for query, row in zip(queries, docs):
-            if not row:
-                out.append(np.zeros(0, np.float32))
-                continue
-            corpus = Corpus(tuple(str(i) for i in range(len(row))), tuple(row))
-            if self.artifacts(corpus):
-                raise NotImplementedError(f"{self.name} needs cached corpus artifacts; implement score_texts for it")
-            cands = Candidates(np.arange(len(row))[None, :], np.zeros((1, len(row)), np.float32))
-            out.append(np.asarray(self.score(Batch((query,), corpus, cands)), np.float32)[0])
-        return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(k={self.k})"
@@ -322,12 +304,6 @@ class Pipeline(Stage):
 
     def entry(self) -> Stage:
         return self.stages[0].entry()
-
-    def rank_lists(self, lists: TextLists, cands: Candidates, fresh: bool) -> Candidates:
-        """Text mode (``rerank(query, docs)``): the stages rank the given texts in order."""
-        for i, inner in enumerate(self.stages):
-            cands = rank_lists(inner, lists, cands, fresh and i == 0)
-        return cands.topk(self.k)
 
     def prepare(self, corpus: Corpus, engine: Any = None) -> dict[str, float]:
         """Index every stage for ``corpus`` in one planned step (see :func:`prepare_stages`)."""

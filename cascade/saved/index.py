@@ -10,7 +10,7 @@ reopen the index on it; a reader that opened the folder earlier keeps its own sn
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from cascade.core.data import Corpus, Dataset
 from cascade.core.errors import ConfigError, CorruptArtifactError
-from cascade.core.stage import Pipeline
+from cascade.core.stage import Pipeline, Stage
 from cascade.index import appendable, generations
 from cascade.index.appendable import load_file
 from cascade.index.docstore import DocStore, StoredCorpus
@@ -130,6 +130,12 @@ class SavedIndex(Pipeline):
     def index(self, corpus: Any) -> SavedIndex:
         raise ConfigError("a saved index searches its own documents; add to it with index.add(docs), or index "
                           "another corpus with a new pipeline")
+
+    def replace(self, children: Sequence[Stage]) -> Pipeline:
+        """A plain pipeline of ``children`` (this index's shape and cutoff): other stages are not what the
+        folder keeps, so the copy is not bound to it (e.g. the copy that ``rerank(query, docs)`` runs over a
+        list of texts, or :meth:`without_fusion`'s)."""
+        return Pipeline(list(children), k=self.k, name=self.name)
 
     def prepare(self, corpus: Corpus, engine: Any = None) -> dict[str, float]:
         if corpus is self.corpus or corpus.fingerprint == self.corpus.fingerprint:
