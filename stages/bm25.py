@@ -5,6 +5,7 @@ import contextlib
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,8 +78,8 @@ class BM25(Stage):
         self.backend, self.k1, self.b, self.method, self.variant = backend, k1, b, method, variant
         self.delta, self.epsilon, self.cache_dir = delta, epsilon, cache_dir
         self.tokenizer = Tokenizer(stemmer, stopwords)
-        self._model = None
-        self._doc_terms = None  # scipy CSC (docs x vocab) for rank_bm25's "matches any term" mask
+        self._model: Any = None  # see the backend_model property
+        self._doc_terms: Any = None  # scipy CSC (docs x vocab) for rank_bm25's "matches any term" mask
         self._vocab: dict[str, int] = {}
         # a saved index (cascade.saved) with deletions: the model's rows are the corpus rows _rows of _num_rows
         self._rows: np.ndarray | None = None
@@ -97,6 +98,14 @@ class BM25(Stage):
             path = store.artifact_dir(self.cache_dir, "tokens", **settings)
             self._model = self._load_rank_bm25(path, corpus, settings)
         self._path = path
+
+    @property
+    def backend_model(self) -> Any:
+        """The backend model :meth:`load` built or opened (a ``bm25s.BM25``, or a rank_bm25 one)."""
+        if self._model is None:
+            raise ConfigError(f"{self.name}: no BM25 index is open; prepare the stage for a corpus first "
+                              "(stage.index(corpus), or run it on a dataset)")
+        return self._model
 
     @property
     def index_path(self) -> Path | None:
@@ -148,7 +157,7 @@ class BM25(Stage):
     # --- scoring ------------------------------------------------------------------------
     def _full_scores(self, tokens: list[str]) -> np.ndarray:
         """Scores of every document (corpus row) for one tokenized query."""
-        scores = np.asarray(self._model.get_scores(tokens), dtype=np.float32)
+        scores = np.asarray(self.backend_model.get_scores(tokens), dtype=np.float32)
         if self._rows is None:
             return scores
         full = np.zeros(self._num_rows, np.float32)
@@ -167,19 +176,22 @@ class BM25(Stage):
     def retrieve(self, batch: Batch, k: int | None) -> Candidates:
         with timed("encode"):
             queries = self.tokenizer(batch.query_texts)
-        rows_idx, rows_sc = [], []
+        rows_idx: list[np.ndarray] = []
+        rows_sc: list[np.ndarray] = []
         allowed = batch.row_mask  # a filtered search, or a saved index's deletions: masked before the top k
         with timed("score"):
             for tokens in queries:
                 if not tokens:
-                    rows_idx.append([]), rows_sc.append([])
+                    rows_idx.append(np.zeros(0, np.int64))
+                    rows_sc.append(np.zeros(0, np.float32))
                     continue
                 scores = self._full_scores(tokens)
                 matches = self._matches(tokens, scores)
                 hits = np.flatnonzero(matches if allowed is None else matches & allowed)
                 if k is not None and len(hits) > k:
                     hits = hits[top_k_indices(scores[hits], k)]  # ties at the cutoff: lowest doc index
-                rows_idx.append(hits), rows_sc.append(scores[hits])
+                rows_idx.append(hits)
+                rows_sc.append(scores[hits])
         if not any(len(r) for r in rows_idx):
             return Candidates.empty(batch.num_queries)
         return Candidates.from_lists(rows_idx, rows_sc).topk(k)
@@ -187,7 +199,7 @@ class BM25(Stage):
     def score(self, batch: Batch) -> np.ndarray:
         with timed("encode"):
             queries = self.tokenizer(batch.query_texts)
-        cands = batch.candidates
+        cands = batch.need_candidates()
         out = np.zeros(cands.doc_idx.shape, np.float32)
         with timed("score"):
             for row, tokens in enumerate(queries):
@@ -195,7 +207,8 @@ class BM25(Stage):
                     out[row] = self._full_scores(tokens)[np.maximum(cands.doc_idx[row], 0)]
         return out
 
-    feature_columns = ("terms_matched", "terms_frac", "term_max")  # what extra_features adds (learned fusion checks models against it)
+    # what extra_features adds (learned fusion checks models against it)
+    feature_columns = ("terms_matched", "terms_frac", "term_max")
 
     def extra_features(self, batch: Batch, cands: Candidates) -> dict[str, np.ndarray]:
         """Query-term statistics of each candidate (:mod:`cascade.core.features`): how many distinct query

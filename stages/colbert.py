@@ -6,6 +6,7 @@ retrieves from the whole corpus; ``search=exhaustive`` scores every document (th
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -15,12 +16,16 @@ from cascade.core.errors import ConfigError
 from cascade.core.stage import Stage, check_positive
 from cascade.core.timing import timed
 from cascade.encoders.colbert_formats import FORMATS, load_token_encoder
-from cascade.encoders.models import resolve_model
+from cascade.encoders.models import pick_device, resolve_model
 from cascade.encoders.token import TokenEncoder
+from cascade.index.residual_index import (
+    FORMAT_VERSION as RESIDUAL_FORMAT,
+    ResidualIndex,
+    ResidualIndexArtifact,
+    check_assignment,
+    check_nbits,
+)
 from cascade.index.store import artifact_dir
-from cascade.encoders.models import pick_device
-from cascade.index.residual_index import FORMAT_VERSION as RESIDUAL_FORMAT
-from cascade.index.residual_index import ResidualIndex, ResidualIndexArtifact, check_assignment, check_nbits
 from cascade.index.token_index import TokenIndex, TokenIndexArtifact
 from cascade.kernels.maxsim import DEFAULT_BLOCK_ROWS, maxsim
 from cascade.kernels.precision import STAGE_NOTE, resolve_compute_dtype, resolve_precision
@@ -144,7 +149,7 @@ class ColBERT(Stage):
         return found
 
     # --- index ----------------------------------------------------------------------------
-    def artifacts(self, corpus: Corpus) -> list[TokenIndexArtifact | ResidualIndexArtifact]:
+    def artifacts(self, corpus: Corpus) -> list:  # of Artifact (cascade.core.indexing): a token or residual index
         enc = self.encoder
         meta = {"stage": "colbert", **enc.settings()}
         tokens = TokenIndexArtifact(artifact_dir(self.cache_dir, "colbert", corpus=corpus.fingerprint, **meta), meta,
@@ -158,7 +163,9 @@ class ColBERT(Stage):
         return [ResidualIndexArtifact(path, meta, enc.doc_pass(), self.chunk_size, self.progress, token_source=tokens)]
 
     def load(self, corpus: Corpus, artifacts: list) -> None:
-        self._index = artifacts[0].open(corpus)
+        (index,) = artifacts
+        assert isinstance(index, (TokenIndexArtifact, ResidualIndexArtifact))  # the one artifacts() lists
+        self._index = index.open(corpus)
 
     def index_info(self) -> dict:
         """Index size: total bytes and bytes per token."""
@@ -217,9 +224,10 @@ class ColBERT(Stage):
     def score(self, batch: Batch) -> np.ndarray:
         queries, mask = self._encode_queries(batch.query_texts)
         with timed("score"):
-            return self.exact_scores(queries, mask, batch.candidates.doc_idx)
+            return self.exact_scores(queries, mask, batch.need_candidates().doc_idx)
 
-    feature_columns = ("tok_mean", "tok_max", "tok_min")  # what extra_features adds (learned fusion checks models against it)
+    # what extra_features adds (learned fusion checks models against it)
+    feature_columns = ("tok_mean", "tok_max", "tok_min")
 
     def extra_features(self, batch: Batch, cands: Candidates) -> dict[str, np.ndarray]:
         """Per-query-token maxima of each candidate summarized (:mod:`cascade.core.features`): their mean
@@ -273,8 +281,8 @@ class ColBERT(Stage):
                 index = self._compressed_index("search=plaid")
                 params = plan.plaid_kwargs()
                 # bf16: the centroid scores too (half the bytes read per query; the exact stage stays MaxSim)
-                centroids = (index.codec.centroids_tensor(torch.bfloat16) if self.compute_dtype == "bfloat16"
-                             else index.codec.centroids)
+                centroids: Any = (index.codec.centroids_tensor(torch.bfloat16) if self.compute_dtype == "bfloat16"
+                                  else index.codec.centroids)  # plaid_search takes a tensor too
                 # a filtered search (or a saved index's deletions) ranks only batch.row_mask's documents
                 idx, scores = plaid_search(queries, mask, centroids, index.codes, index.offsets,
                                            index.ivf_docs, index.ivf_offsets, k, exact_fn=self.exact_scores, **params,

@@ -63,7 +63,7 @@ class CrossEncoder(Stage):
         self._load()
 
     def score(self, batch: Batch) -> np.ndarray:
-        cands = batch.candidates
+        cands = batch.need_candidates()
         rows, cols = np.nonzero(cands.mask)
         texts = batch.corpus.texts
         pairs = [(batch.query_texts[q], texts[d]) for q, d in zip(rows, cands.doc_idx[rows, cols])]

@@ -62,7 +62,7 @@ class FunctionStage(Stage, builds="apply"):
         return batch.with_candidates(out.topk(self.k))
 
     def _per_query(self, batch: Batch) -> Candidates:
-        cands = batch.candidates
+        cands = batch.need_candidates()
         scores = np.full(cands.doc_idx.shape, -np.inf, np.float32)
         ids, texts = batch.corpus.ids, batch.corpus.texts
         for q, (row, incoming) in enumerate(zip(cands.doc_idx, cands.scores)):
@@ -85,15 +85,16 @@ class FunctionStage(Stage, builds="apply"):
                                  f"{batch.num_queries} queries")
             result.check_within(len(batch.corpus))
             return result
-        if batch.candidates is None:
+        cands = batch.candidates
+        if cands is None:
             raise NeedsCandidatesError(f"{self.name}: given no candidates, the function must return a Batch or "
                                        f"Candidates, not {type(result).__name__}; or put a retriever before it")
         scores = np.asarray(result, np.float32)
-        if scores.shape != batch.candidates.doc_idx.shape:
+        if scores.shape != cands.doc_idx.shape:
             raise ValueError(f"{self.name}: the function returned scores of shape {scores.shape}, expected "
-                             f"{batch.candidates.doc_idx.shape} (one per candidate)")
-        self._no_nan(scores[batch.candidates.mask])  # padding may hold anything
-        return Candidates(batch.candidates.doc_idx, np.where(batch.candidates.mask, scores, -np.inf))
+                             f"{cands.doc_idx.shape} (one per candidate)")
+        self._no_nan(scores[cands.mask])  # padding may hold anything
+        return Candidates(cands.doc_idx, np.where(cands.mask, scores, -np.inf))
 
     def _no_nan(self, scores) -> np.ndarray:
         scores = np.asarray(scores, np.float32)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -94,7 +94,7 @@ def texts_or_batch(rerank_batch):
             return rerank_batch(self, batch)
         return self.rerank_texts(batch, docs, **kwargs)
 
-    rerank.texts_dispatch = True
+    cast(Any, rerank).texts_dispatch = True
     return rerank
 
 
@@ -201,9 +201,11 @@ class TextLists:
         texts, ids = [], []
         for row in rows:
             if isinstance(row, Mapping):
-                ids.append([str(i) for i in row]), texts.append(list(row.values()))
+                ids.append([str(i) for i in row])
+                texts.append(list(row.values()))
             elif isinstance(row, Sequence) and not isinstance(row, (str, bytes)):
-                ids.append([str(i) for i in range(len(row))]), texts.append(list(row))
+                ids.append([str(i) for i in range(len(row))])
+                texts.append(list(row))
             else:
                 raise DataError(f"documents must be a list of strings or a dict of id -> text, "
                                 f"got {type(row).__name__}")

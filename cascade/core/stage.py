@@ -272,6 +272,8 @@ class Pipeline(Stage):
     the fusion ablation of any pipeline without a copy of its config.
     """
 
+    stages: list[Stage]
+
     def __init__(self, stages: list[Stage], k: int | None = None, name: str = "pipeline", fusion: bool = True):
         flat: list[Stage] = []
         for stage in stages:
@@ -315,7 +317,7 @@ class Pipeline(Stage):
         with run_scope(), record_features(wants_features(self.stages)):
             for stage in self.stages:
                 batch = stage.rerank(batch)
-        return batch.with_candidates(batch.candidates.topk(self.k)) if self.k else batch
+        return batch.with_candidates(batch.need_candidates().topk(self.k)) if self.k else batch
 
     def _check_first(self, batch: Batch) -> None:
         first = self.stages[0]
@@ -347,7 +349,7 @@ class Pipeline(Stage):
                                         stage_index_info(stage)))
                 log.info("stage %s: k=%s, %.1f ms/query", stage.name, stage.k,
                          1000 * seconds / max(batch.num_queries, 1))
-        final = batch.candidates.topk(self.k) if self.k else batch.candidates
+        final = batch.need_candidates().topk(self.k) if self.k else batch.need_candidates()
         qids = batch.query_ids or tuple(str(i) for i in range(batch.num_queries))
         return Run(qids, batch.corpus.ids, final, tuple(trace))
 

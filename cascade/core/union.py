@@ -152,7 +152,7 @@ class UnionFusion(Stage, builds="union"):
         """The fused score of every incoming candidate (``-inf`` where no side kept it)."""
         self.prepare(batch.corpus)
         fused = self._fuse([side.rerank(batch).candidates for side in self.stages])
-        values, found = _lookup(fused.doc_idx, fused.scores, batch.candidates.doc_idx)
+        values, found = _lookup(fused.doc_idx, fused.scores, batch.need_candidates().doc_idx)
         return np.where(found, values, -np.inf).astype(np.float32)
 
     def _fuse(self, sides: list[Candidates]) -> Candidates:

@@ -162,7 +162,8 @@ class SavedIndex(Pipeline):
         row = self.corpus.index_of.get(str(doc_id))
         if row is None:
             raise KeyError(f"document {doc_id!r} is not in the index {self.root}")
-        return {"id": str(doc_id), "text": self.corpus.store.text(row), "metadata": self.corpus.store.meta(row)}
+        store = self.corpus.store  # type: ignore[attr-defined]  # StoredCorpus sets it in __init__
+        return {"id": str(doc_id), "text": store.text(row), "metadata": store.meta(row)}
 
     # --- writing (each call writes one generation) ---------------------------------------------
     def add(self, docs: Any, metadata: Mapping | None = None, timeout: float | None = 60.0) -> SavedIndex:
