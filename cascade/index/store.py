@@ -66,6 +66,8 @@ def file_hash(path: Path) -> str:
     """The xxh3-128 hex digest of the whole file (read in 8 MiB blocks)."""
     import xxhash
 
+    if path.stat().st_size <= _READ:  # one read; no 8 MiB buffer for a small file (a list of texts' index)
+        return xxhash.xxh3_128_hexdigest(path.read_bytes())
     digest = xxhash.xxh3_128()
     buffer = bytearray(_READ)
     view = memoryview(buffer)
