@@ -251,7 +251,7 @@ def rerank_texts(stage: Stage, query: str | Sequence[str], docs: Any, k: int | N
                 start = Candidates(np.tile(np.arange(len(corpus)), (len(members), 1)),
                                    np.zeros((len(members), len(corpus)), np.float32))
                 queries = tuple(lists.queries[q] for q in members)
-                cands = run.rerank(Batch(queries, corpus, start)).candidates.topk(k)
+                cands = run.rerank(Batch(queries, corpus, start)).need_candidates().topk(k)
                 for q, row_idx, row_sc in zip(members, cands.doc_idx, cands.scores):
                     out[q] = _ranking(lists.queries[q], row_idx, row_sc, corpus.ids, corpus.texts)
     return out[0] if single else out
