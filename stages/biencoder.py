@@ -8,7 +8,6 @@ import numpy as np
 from cascade.core.candidates import Batch, Candidates
 from cascade.core.data import Corpus
 from cascade.core.errors import ConfigError
-from cascade.core.search import flat_positions
 from cascade.core.stage import Stage, check_positive
 from cascade.core.timing import timed
 from cascade.encoders.models import resolve_model
@@ -82,7 +81,7 @@ class BiEncoder(Stage):
         return l2_normalize(x) if self.similarity == "cosine" else np.asarray(x, np.float32)
 
     # --- index ----------------------------------------------------------------------
-    def artifacts(self, corpus: Corpus) -> list[VectorsArtifact]:
+    def artifacts(self, corpus: Corpus) -> list:  # of Artifact (cascade.core.indexing): a VectorsArtifact
         enc, (_, doc_len) = self.encoder, self._lengths()
         meta = {"stage": "biencoder", **enc.identity(), "doc_max_length": doc_len,
                 "doc_prefix": self.doc_prefix, "similarity": self.similarity, "precision": enc.precision}
@@ -90,8 +89,18 @@ class BiEncoder(Stage):
         return [VectorsArtifact(path, meta, enc.doc_pass(doc_len, self.doc_prefix, self.batch_size),
                                 self.chunk_size, self.progress, transform=self._normalize)]
 
-    def load(self, corpus: Corpus, artifacts: list[VectorsArtifact]) -> None:
-        self._vectors = artifacts[0].open(corpus)
+    def load(self, corpus: Corpus, artifacts: list) -> None:
+        (vectors,) = artifacts
+        assert isinstance(vectors, VectorsArtifact)  # the one artifacts() lists
+        self._vectors = vectors.open(corpus)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The (N, D) document vectors :meth:`load` opened (memory-mapped)."""
+        if self._vectors is None:
+            raise ConfigError(f"{self.name}: no document vectors are open; prepare the stage for a corpus first "
+                              "(stage.index(corpus), or run it on a dataset)")
+        return self._vectors
 
     def index_info(self) -> dict:
         """Index size: bytes of the document vectors."""
@@ -101,14 +110,15 @@ class BiEncoder(Stage):
     def query_vectors(self, texts) -> np.ndarray:
         """(Q, D) query vectors (shared with other stages of this model through the encoder's memo)."""
         query_len, _ = self._lengths()
-        enc = self.encoder.encode(texts, query_len, self.query_prefix, self.batch_size, memo=True)
-        return self._normalize(enc.pooled)
+        pooled = self.encoder.encode(texts, query_len, self.query_prefix, self.batch_size, memo=True).pooled
+        assert pooled is not None  # a sentence encoder's pass pools
+        return self._normalize(pooled)
 
     def retrieve(self, batch: Batch, k: int | None) -> Candidates:
         with timed("encode"):
             queries = self.query_vectors(batch.query_texts)
         with timed("score"):
-            idx, scores = topk_dot(queries, self._vectors, k or len(batch.corpus), self.retrieval_chunk,
+            idx, scores = topk_dot(queries, self.vectors, k or len(batch.corpus), self.retrieval_chunk,
                                    allowed=batch.row_mask)  # a filtered search, a saved index's deletions
         empty = np.array([not t.strip() for t in batch.query_texts], bool)
         idx[empty], scores[empty] = -1, -np.inf  # an empty query matches nothing
@@ -118,17 +128,7 @@ class BiEncoder(Stage):
         with timed("encode"):
             queries = self.query_vectors(batch.query_texts)
         with timed("score"):
-            return dot_scores(queries, self._vectors, batch.candidates.doc_idx)
-
-    def score_texts(self, queries, docs) -> list[np.ndarray]:
-        """Scores of each query's ``docs`` (texts), encoded now as the index pass would; nothing is cached."""
-        flat = [text for row in docs for text in row]
-        if not flat:
-            return [np.zeros(0, np.float32) for _ in docs]
-        _, doc_len = self._lengths()
-        vectors = self._normalize(self.encoder.encode(flat, doc_len, self.doc_prefix, self.batch_size).pooled)
-        scores = dot_scores(self.query_vectors(tuple(queries)), vectors, flat_positions(docs))
-        return [scores[q, :len(row)] for q, row in enumerate(docs)]
+            return dot_scores(queries, self.vectors, batch.need_candidates().doc_idx)
 
     def __repr__(self) -> str:
         return f"BiEncoder(k={self.k}, model={self.model!r})"

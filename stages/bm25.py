@@ -5,6 +5,7 @@ import contextlib
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,8 +78,8 @@ class BM25(Stage):
         self.backend, self.k1, self.b, self.method, self.variant = backend, k1, b, method, variant
         self.delta, self.epsilon, self.cache_dir = delta, epsilon, cache_dir
         self.tokenizer = Tokenizer(stemmer, stopwords)
-        self._model = None
-        self._doc_terms = None  # scipy CSC (docs x vocab) for rank_bm25's "matches any term" mask
+        self._model: Any = None  # see the backend_model property
+        self._doc_terms: Any = None  # scipy CSC (docs x vocab) for rank_bm25's "matches any term" mask
         self._vocab: dict[str, int] = {}
         # a saved index (cascade.saved) with deletions: the model's rows are the corpus rows _rows of _num_rows
         self._rows: np.ndarray | None = None
@@ -99,6 +100,14 @@ class BM25(Stage):
         self._path = path
 
     @property
+    def backend_model(self) -> Any:
+        """The backend model :meth:`load` built or opened (a ``bm25s.BM25``, or a rank_bm25 one)."""
+        if self._model is None:
+            raise ConfigError(f"{self.name}: no BM25 index is open; prepare the stage for a corpus first "
+                              "(stage.index(corpus), or run it on a dataset)")
+        return self._model
+
+    @property
     def index_path(self) -> Path | None:
         """The folder of the cached index this stage loaded (None before :meth:`load`)."""
         return getattr(self, "_path", None)
@@ -117,7 +126,7 @@ class BM25(Stage):
             log.info("building bm25s index for %d docs in %s", len(corpus), path)
             model = bm25s.BM25(k1=self.k1, b=self.b, delta=self.delta, method=self.method)
             with _quiet_bm25s():
-                model.index(self.tokenizer(corpus.texts), show_progress=False)
+                model.index(_indexable(self.tokenizer(corpus.texts)), show_progress=False)
                 model.save(tmp, show_progress=False)
 
         store.ensure(path, build, settings)
@@ -130,7 +139,7 @@ class BM25(Stage):
 
         def build(tmp: Path) -> dict:
             log.info("tokenizing %d docs into %s", len(corpus), path)
-            return _save_tokens(tmp, self.tokenizer(corpus.texts))
+            return _save_tokens(tmp, _indexable(self.tokenizer(corpus.texts)))
 
         store.ensure(path, build, settings)
         tokens, vocab = _load_tokens(path)
@@ -148,7 +157,7 @@ class BM25(Stage):
     # --- scoring ------------------------------------------------------------------------
     def _full_scores(self, tokens: list[str]) -> np.ndarray:
         """Scores of every document (corpus row) for one tokenized query."""
-        scores = np.asarray(self._model.get_scores(tokens), dtype=np.float32)
+        scores = np.asarray(self.backend_model.get_scores(tokens), dtype=np.float32)
         if self._rows is None:
             return scores
         full = np.zeros(self._num_rows, np.float32)
@@ -167,19 +176,22 @@ class BM25(Stage):
     def retrieve(self, batch: Batch, k: int | None) -> Candidates:
         with timed("encode"):
             queries = self.tokenizer(batch.query_texts)
-        rows_idx, rows_sc = [], []
+        rows_idx: list[np.ndarray] = []
+        rows_sc: list[np.ndarray] = []
         allowed = batch.row_mask  # a filtered search, or a saved index's deletions: masked before the top k
         with timed("score"):
             for tokens in queries:
                 if not tokens:
-                    rows_idx.append([]), rows_sc.append([])
+                    rows_idx.append(np.zeros(0, np.int64))
+                    rows_sc.append(np.zeros(0, np.float32))
                     continue
                 scores = self._full_scores(tokens)
                 matches = self._matches(tokens, scores)
                 hits = np.flatnonzero(matches if allowed is None else matches & allowed)
                 if k is not None and len(hits) > k:
                     hits = hits[top_k_indices(scores[hits], k)]  # ties at the cutoff: lowest doc index
-                rows_idx.append(hits), rows_sc.append(scores[hits])
+                rows_idx.append(hits)
+                rows_sc.append(scores[hits])
         if not any(len(r) for r in rows_idx):
             return Candidates.empty(batch.num_queries)
         return Candidates.from_lists(rows_idx, rows_sc).topk(k)
@@ -187,7 +199,7 @@ class BM25(Stage):
     def score(self, batch: Batch) -> np.ndarray:
         with timed("encode"):
             queries = self.tokenizer(batch.query_texts)
-        cands = batch.candidates
+        cands = batch.need_candidates()
         out = np.zeros(cands.doc_idx.shape, np.float32)
         with timed("score"):
             for row, tokens in enumerate(queries):
@@ -195,7 +207,8 @@ class BM25(Stage):
                     out[row] = self._full_scores(tokens)[np.maximum(cands.doc_idx[row], 0)]
         return out
 
-    feature_columns = ("terms_matched", "terms_frac", "term_max")  # what extra_features adds (learned fusion checks models against it)
+    # what extra_features adds (learned fusion checks models against it)
+    feature_columns = ("terms_matched", "terms_frac", "term_max")
 
     def extra_features(self, batch: Batch, cands: Candidates) -> dict[str, np.ndarray]:
         """Query-term statistics of each candidate (:mod:`cascade.core.features`): how many distinct query
@@ -214,35 +227,14 @@ class BM25(Stage):
             frac[q] = matched[q] / max(len(terms), 1)
         return {"terms_matched": matched, "terms_frac": frac, "term_max": best}
 
-    def score_texts(self, queries, docs) -> list[np.ndarray]:
-        """BM25 of each query over its own ``docs`` (term statistics of those texts), indexed in memory;
-        nothing is cached."""
-        out = []
-        for query, row in zip(queries, docs):
-            tokens = self.tokenizer([query])[0]
-            doc_tokens = self.tokenizer(row) if row else []
-            if not tokens or not any(doc_tokens):
-                out.append(np.zeros(len(row), np.float32))
-            else:
-                out.append(np.asarray(self._memory_model(doc_tokens).get_scores(tokens), np.float32))
-        return out
-
-    def _memory_model(self, doc_tokens: list[list[str]]):
-        """A backend model over tokenized texts, in memory (what :meth:`load` builds and caches for a corpus)."""
-        if self.backend == "bm25s":
-            import bm25s
-
-            model = bm25s.BM25(k1=self.k1, b=self.b, delta=self.delta, method=self.method)
-            with _quiet_bm25s():
-                model.index(doc_tokens, show_progress=False)
-            return model
-        import rank_bm25
-
-        extra = {"epsilon": self.epsilon} if self.variant == "okapi" else {"delta": self.delta}
-        return getattr(rank_bm25, RANK_BM25_VARIANTS[self.variant])(doc_tokens, k1=self.k1, b=self.b, **extra)
-
     def __repr__(self) -> str:
         return f"BM25(k={self.k}, backend={self.backend!r})"
+
+
+def _indexable(docs: list[list[str]]) -> list[list[str]]:
+    """``docs`` (tokenized) as both backends can index them: when no document has a term (all empty or
+    stopwords), the first holds the empty-string term, which no tokenized query has, so every score is 0."""
+    return docs if any(docs) else [[""], *docs[1:]]
 
 
 def _save_tokens(out: Path, docs: list[list[str]]) -> dict:

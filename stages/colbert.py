@@ -6,22 +6,26 @@ retrieves from the whole corpus; ``search=exhaustive`` scores every document (th
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
 from cascade.core.candidates import Batch, Candidates
 from cascade.core.data import Corpus
 from cascade.core.errors import ConfigError
-from cascade.core.search import flat_positions
 from cascade.core.stage import Stage, check_positive
 from cascade.core.timing import timed
 from cascade.encoders.colbert_formats import FORMATS, load_token_encoder
-from cascade.encoders.models import resolve_model
+from cascade.encoders.models import pick_device, resolve_model
 from cascade.encoders.token import TokenEncoder
+from cascade.index.residual_index import (
+    FORMAT_VERSION as RESIDUAL_FORMAT,
+    ResidualIndex,
+    ResidualIndexArtifact,
+    check_assignment,
+    check_nbits,
+)
 from cascade.index.store import artifact_dir
-from cascade.encoders.models import pick_device
-from cascade.index.residual_index import FORMAT_VERSION as RESIDUAL_FORMAT
-from cascade.index.residual_index import ResidualIndex, ResidualIndexArtifact, check_assignment, check_nbits
 from cascade.index.token_index import TokenIndex, TokenIndexArtifact
 from cascade.kernels.maxsim import DEFAULT_BLOCK_ROWS, maxsim
 from cascade.kernels.precision import STAGE_NOTE, resolve_compute_dtype, resolve_precision
@@ -43,6 +47,13 @@ def carried_scores(cands: Candidates, kept: np.ndarray) -> np.ndarray:
     found = (keys[order][pos] == want) & (kept.ravel() >= 0)
     out = np.where(found, cands.scores.ravel()[order][pos], -np.inf)
     return out.reshape(kept.shape).astype(np.float32)
+
+
+def _token_rows(index: TokenIndex | ResidualIndex):
+    """What exhaustive search reads token vectors from: the fp16 array, or rows ``a:b`` decoded."""
+    if isinstance(index, ResidualIndex):
+        return lambda a, b: index.decompress_rows(np.arange(a, b))
+    return index.tokens
 
 
 class ColBERT(Stage):
@@ -122,20 +133,23 @@ class ColBERT(Stage):
         self.compute_dtype = resolve_compute_dtype(compute_dtype, device, f"{self.name}.compute_dtype")  # effective
         self.device, self.cache_dir, self.progress = device, cache_dir, progress
         self.precision = resolve_precision(precision, device, f"{self.name}.precision", STAGE_NOTE)  # effective
-        self._encoder: TokenEncoder | None = None
-        self._index: TokenIndex | ResidualIndex | None = None
+        self._models: dict[str, TokenEncoder] = {}  # the encoder, loaded on first use; shared by copies
+        self._index: TokenIndex | ResidualIndex | None = None  # opened by load(); see loaded_index
         self._queries: tuple | None = None
 
     @property
     def encoder(self) -> TokenEncoder:
-        """The token encoder (format detected, model loaded on first use)."""
-        if self._encoder is None:
-            self._encoder = load_token_encoder(self.model, self.format, self.device, self.query_max_length,
-                                               self.doc_max_length, self.batch_size, self.precision)
-        return self._encoder
+        """The token encoder (format detected, model loaded on first use). Copies of this stage (``%``, the
+        copy that ``rerank(query, docs)`` runs) share it, so a copy never loads the model again."""
+        found = self._models.get("encoder")
+        if found is None:
+            found = self._models.setdefault("encoder", load_token_encoder(
+                self.model, self.format, self.device, self.query_max_length, self.doc_max_length, self.batch_size,
+                self.precision))
+        return found
 
     # --- index ----------------------------------------------------------------------------
-    def artifacts(self, corpus: Corpus) -> list[TokenIndexArtifact | ResidualIndexArtifact]:
+    def artifacts(self, corpus: Corpus) -> list:  # of Artifact (cascade.core.indexing): a token or residual index
         enc = self.encoder
         meta = {"stage": "colbert", **enc.settings()}
         tokens = TokenIndexArtifact(artifact_dir(self.cache_dir, "colbert", corpus=corpus.fingerprint, **meta), meta,
@@ -149,11 +163,27 @@ class ColBERT(Stage):
         return [ResidualIndexArtifact(path, meta, enc.doc_pass(), self.chunk_size, self.progress, token_source=tokens)]
 
     def load(self, corpus: Corpus, artifacts: list) -> None:
-        self._index = artifacts[0].open(corpus)
+        (index,) = artifacts
+        assert isinstance(index, (TokenIndexArtifact, ResidualIndexArtifact))  # the one artifacts() lists
+        self._index = index.open(corpus)
 
     def index_info(self) -> dict:
         """Index size: total bytes and bytes per token."""
         return self._index.info() if self._index is not None else {}
+
+    @property
+    def loaded_index(self) -> TokenIndex | ResidualIndex:
+        """The index :meth:`load` opened: float16 token vectors, or residual-compressed ones (``nbits``)."""
+        if self._index is None:
+            raise ConfigError(f"{self.name}: no token index is open; prepare the stage for a corpus first "
+                              "(stage.index(corpus), or run it on a dataset)")
+        return self._index
+
+    def _compressed_index(self, what: str) -> ResidualIndex:
+        index = self.loaded_index
+        if not isinstance(index, ResidualIndex):
+            raise ConfigError(f"{self.name}: {what} needs the compressed index; set nbits=2 (or 1 or 4)")
+        return index
 
     @property
     def compressed(self) -> bool:
@@ -168,11 +198,14 @@ class ColBERT(Stage):
 
     def exact_scores(self, queries: np.ndarray, mask: np.ndarray, doc_idx: np.ndarray) -> np.ndarray:
         """Exact MaxSim of ``queries`` against candidates ``doc_idx`` (compressed: decoded tile by tile)."""
-        index = self._index
+        index = self.loaded_index
         device = pick_device(self.device) if self.device else None
-        scorer = index.scorer(self.compute_dtype, device) if self.compressed else None
-        return maxsim(queries, mask, None if self.compressed else index.tokens, index.offsets, doc_idx,
-                      block_rows=self.block_rows, compute_dtype=self.compute_dtype, scorer=scorer, device=device)
+        if isinstance(index, ResidualIndex):
+            tokens, scorer = None, index.scorer(self.compute_dtype, device)
+        else:
+            tokens, scorer = index.tokens, None
+        return maxsim(queries, mask, tokens, index.offsets, doc_idx, block_rows=self.block_rows,
+                      compute_dtype=self.compute_dtype, scorer=scorer, device=device)
 
     def rerank(self, batch: Batch) -> Batch:
         cands = batch.candidates
@@ -181,18 +214,20 @@ class ColBERT(Stage):
             queries, mask = self._encode_queries(batch.query_texts)
             from cascade.kernels.plaid import prune_candidates
 
+            index = self._compressed_index("prune_to")
             with timed("prune"):
-                kept = prune_candidates(queries, mask, self._index.codec.centroids, self._index.codes,
-                                        self._index.offsets, cands.doc_idx, self.prune_to)
+                kept = prune_candidates(queries, mask, index.codec.centroids, index.codes, index.offsets,
+                                        cands.doc_idx, self.prune_to)
             batch = batch.with_candidates(Candidates(kept, carried_scores(cands, kept)).topk(None))
         return super().rerank(batch)
 
     def score(self, batch: Batch) -> np.ndarray:
         queries, mask = self._encode_queries(batch.query_texts)
         with timed("score"):
-            return self.exact_scores(queries, mask, batch.candidates.doc_idx)
+            return self.exact_scores(queries, mask, batch.need_candidates().doc_idx)
 
-    feature_columns = ("tok_mean", "tok_max", "tok_min")  # what extra_features adds (learned fusion checks models against it)
+    # what extra_features adds (learned fusion checks models against it)
+    feature_columns = ("tok_mean", "tok_max", "tok_min")
 
     def extra_features(self, batch: Batch, cands: Candidates) -> dict[str, np.ndarray]:
         """Per-query-token maxima of each candidate summarized (:mod:`cascade.core.features`): their mean
@@ -201,7 +236,7 @@ class ColBERT(Stage):
         import torch
 
         queries, qmask = self._encode_queries(batch.query_texts)
-        index, shape = self._index, cands.doc_idx.shape
+        index, shape = self.loaded_index, cands.doc_idx.shape
         out = {n: np.zeros(shape, np.float32) for n in ("tok_mean", "tok_max", "tok_min")}
         starts, ends = index.offsets[:-1], index.offsets[1:]
         for q in range(shape[0]):
@@ -211,7 +246,7 @@ class ColBERT(Stage):
             if not len(qv) or not len(live):
                 continue
             a, b = starts[docs[live]], ends[docs[live]]
-            if self.compressed:
+            if isinstance(index, ResidualIndex):
                 vecs = index.decompress_rows(np.concatenate([np.arange(s, e) for s, e in zip(a, b)]))
             else:
                 vecs = np.concatenate([index.tokens[s:e] for s, e in zip(a, b)])
@@ -220,22 +255,6 @@ class ColBERT(Stage):
             out["tok_mean"][q, live], out["tok_max"][q, live] = best.mean(1), best.max(1)
             out["tok_min"][q, live] = best.min(1)
         return out
-
-    def score_texts(self, queries, docs) -> list[np.ndarray]:
-        """Exact MaxSim of each query's ``docs`` (texts), encoded now; nothing is cached. Token vectors
-        are rounded to float16 as the token index stores them (not residual-compressed)."""
-        flat = [text for row in docs for text in row]
-        if not flat:
-            return [np.zeros(0, np.float32) for _ in docs]
-        with timed("encode"):
-            enc = self.encoder.encode_docs(flat)
-        q_vecs, q_mask = self._encode_queries(tuple(queries))
-        offsets = np.concatenate([[0], np.cumsum(enc.lengths)]).astype(np.int64)
-        with timed("score"):
-            scores = maxsim(q_vecs, q_mask, np.asarray(enc.tokens, np.float16), offsets, flat_positions(docs),
-                            block_rows=self.block_rows, compute_dtype=self.compute_dtype,
-                            device=pick_device(self.device) if self.device else None)
-        return [scores[q, :len(row)] for q, row in enumerate(docs)]
 
     def retrieve(self, batch: Batch, k: int | None) -> Candidates:
         import torch
@@ -247,7 +266,7 @@ class ColBERT(Stage):
         queries, mask = self._encode_queries(batch.query_texts)
         empty = np.array([not t.strip() for t in batch.query_texts], bool)
         mask = mask & ~empty[:, None]
-        index = self._index
+        index = self.loaded_index
         rows = len(batch.corpus) if batch.row_mask is None else max(1, int(batch.row_mask.sum()))
         plan = plan_search(k, rows, self.ncells, self.centroid_score_threshold, self.ndocs)
         exhaustive = self.search_mode != "plaid" or plan.exhaustive
@@ -259,16 +278,17 @@ class ColBERT(Stage):
                          "force PLAID)", self.name, plan.reason)
         with timed("score"):
             if not exhaustive:
+                index = self._compressed_index("search=plaid")
                 params = plan.plaid_kwargs()
                 # bf16: the centroid scores too (half the bytes read per query; the exact stage stays MaxSim)
-                centroids = (index.codec.centroids_tensor(torch.bfloat16) if self.compute_dtype == "bfloat16"
-                             else index.codec.centroids)
+                centroids: Any = (index.codec.centroids_tensor(torch.bfloat16) if self.compute_dtype == "bfloat16"
+                                  else index.codec.centroids)  # plaid_search takes a tensor too
                 # a filtered search (or a saved index's deletions) ranks only batch.row_mask's documents
                 idx, scores = plaid_search(queries, mask, centroids, index.codes, index.offsets,
                                            index.ivf_docs, index.ivf_offsets, k, exact_fn=self.exact_scores, **params,
                                            allowed=batch.row_mask, fill=batch.allowed is not None)
             else:
-                tokens = (lambda a, b: index.decompress_rows(np.arange(a, b))) if self.compressed else index.tokens
+                tokens = _token_rows(index)
                 idx, scores = exhaustive_search(queries, mask, tokens, index.offsets, k, allowed=batch.row_mask)
         idx[empty], scores[empty] = -1, -np.inf  # an empty query finds nothing
         return Candidates(idx, scores).topk(k)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -41,25 +42,28 @@ class CrossEncoder(Stage):
         self.max_length = check_positive(max_length, f"{self.name}.max_length", null_means="the model's own")
         self.batch_size = check_positive(batch_size, f"{self.name}.batch_size", allow_none=False)
         self.device = device
-        self._model = None
+        self._models: dict[str, Any] = {}  # the model, loaded on first use; shared by copies of this stage
 
     def _load(self):
-        if self._model is None:
+        """The model, loaded on first use; copies of this stage (``%``, the copy that ``rerank(query, docs)``
+        runs) share it, so a copy never loads it again."""
+        found = self._models.get("model")
+        if found is None:
             from sentence_transformers import CrossEncoder as STCrossEncoder
 
             def factory(name: str, local_files_only: bool):
                 return STCrossEncoder(name, device=pick_device(self.device), max_length=self.max_length,
                                       local_files_only=local_files_only)
 
-            self._model = load_model(self.model, "cross-encoder", factory, "CrossEncoder")
-        return self._model
+            found = self._models.setdefault("model", load_model(self.model, "cross-encoder", factory, "CrossEncoder"))
+        return found
 
     def load(self, corpus: Corpus, artifacts: list) -> None:
         """Nothing to index; load the model now so a bad model fails before any query work."""
         self._load()
 
     def score(self, batch: Batch) -> np.ndarray:
-        cands = batch.candidates
+        cands = batch.need_candidates()
         rows, cols = np.nonzero(cands.mask)
         texts = batch.corpus.texts
         pairs = [(batch.query_texts[q], texts[d]) for q, d in zip(rows, cands.doc_idx[rows, cols])]
@@ -85,16 +89,6 @@ class CrossEncoder(Stage):
                                                  convert_to_numpy=True), np.float32).reshape(n))
             start += n
         return np.concatenate(flat)
-
-    def score_texts(self, queries, docs) -> list[np.ndarray]:
-        """Raw logits of every (query, document text) pair; there is nothing to cache."""
-        pairs = [(query, text) for query, row in zip(queries, docs) for text in row]
-        flat = np.zeros(0, np.float32)
-        with timed("score"):
-            if pairs:
-                flat = self._predict(pairs, [len(row) for row in docs])
-        ends = np.cumsum([len(row) for row in docs])
-        return [flat[end - len(row):end] for row, end in zip(docs, ends)]
 
     def __repr__(self) -> str:
         return f"CrossEncoder(k={self.k}, model={self.model!r})"

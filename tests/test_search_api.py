@@ -155,3 +155,121 @@ def test_rerank_dispatches_on_its_argument(tiny_dataset):
     with pytest.raises(DataError, match="item 1 is a int"):
         stage.rerank("cat", ["a", 3])
     assert len(stage.rerank("cat", [])) == 0
+
+
+# --- rerank(query, docs) is an ordinary run over the list as a corpus of its own ---------------------------------
+
+def _indexed_scores(stage, query: str, docs) -> tuple[list[int], list[float]]:
+    """The ranking of ``docs`` by ``stage`` run on them as an indexed corpus (ids as rerank gives them), every
+    document a candidate with no scores yet: what ``rerank(query, docs)`` must equal exactly."""
+    corpus = Corpus([str(i) for i in range(len(docs))], docs)
+    cands = Candidates(np.arange(len(docs))[None, :], np.zeros((1, len(docs)), np.float32))
+    out = stage.rerank(Batch([query], corpus, cands)).candidates
+    keep = out.doc_idx[0] >= 0
+    return out.doc_idx[0][keep].tolist(), out.scores[0][keep].tolist()
+
+
+@pytest.fixture(scope="module")
+def st_model(tmp_path_factory) -> str:
+    return str(tiny_sentence_transformer(tmp_path_factory.mktemp("models") / "st-equal"))
+
+
+EQUAL = {"bm25s": lambda m: BM25(k=None), "rank_bm25": lambda m: BM25(k=None, backend="rank_bm25"),
+         "biencoder": lambda m: BiEncoder(k=None, model=m, progress=False),
+         "colbert": lambda m: ColBERT(k=None, model=m, progress=False),
+         "colbert-2bit": lambda m: ColBERT(k=None, model=m, nbits=2, num_centroids=8, progress=False),
+         "pipeline": lambda m: BM25(k=4) >> BiEncoder(k=3, model=m, progress=False, fusion="zscore"),
+         "union": lambda m: BM25(k=3) + ColBERT(k=3, model=m, progress=False)}
+
+
+@pytest.mark.parametrize("kind", sorted(EQUAL))
+def test_rerank_texts_equals_the_stage_over_the_texts_as_an_indexed_corpus(kind, st_model):
+    ranking = EQUAL[kind](st_model).rerank("a cat on the mat", DOCS)
+    indices, scores = _indexed_scores(EQUAL[kind](st_model), "a cat on the mat", DOCS)
+    assert ranking.indices == indices and ranking.scores == scores  # exactly: the same run
+    assert ranking.doc_ids == [str(i) for i in indices] and ranking.texts == [DOCS[i] for i in indices]
+
+
+def test_the_stages_that_see_the_given_documents_first_rank_by_their_own_scores(st_model):
+    """The given documents carry no scores yet: a first stage's fusion (or a union side's) is not applied to
+    their zero start scores, as the corpus path's first stage ranks by its own; later stages fuse."""
+    plain = BM25(k=None).rerank("cat on a mat", DOCS)
+    assert BM25(k=None, fusion="zscore").rerank("cat on a mat", DOCS).scores == plain.scores
+    assert BM25(k=None, fusion="rrf").rerank("cat on a mat", DOCS).scores == plain.scores
+    fused = BM25(k=3, fusion="minmax") >> BiEncoder(k=2, model=st_model, progress=False, fusion="zscore")
+    want = BM25(k=3) >> BiEncoder(k=2, model=st_model, progress=False, fusion="zscore")
+    assert fused.rerank("cat on a mat", DOCS).scores == want.rerank("cat on a mat", DOCS).scores
+    sides = (BM25(k=3, fusion="zscore") + BiEncoder(k=3, model=st_model, progress=False, fusion="minmax"))
+    plain_sides = BM25(k=3) + BiEncoder(k=3, model=st_model, progress=False)
+    assert sides.rerank("cat on a mat", DOCS).to_list() == plain_sides.rerank("cat on a mat", DOCS).to_list()
+    unfused = BM25(k=3) >> BiEncoder(k=2, model=st_model, progress=False)
+    assert unfused.rerank("cat on a mat", DOCS).scores != want.rerank("cat on a mat", DOCS).scores  # later ones fuse
+
+
+def test_rerank_texts_leaves_the_stage_bound_to_its_corpus(tiny_dataset, st_model):
+    pipe = BM25(k=5) >> BiEncoder(k=3, model=st_model, progress=False)
+    pipe.index(tiny_dataset)
+    before = pipe.search("cat on a mat")
+    bm25, dense = pipe.leaves()
+    opened = (bm25._model, dense._vectors, bm25._prepared_for, dense._prepared_for)
+    files = _cache_files()
+    ranking = pipe.rerank("cat on a mat", DOCS)
+    assert len(ranking) == 3 and _cache_files() == files
+    assert (bm25._model, dense._vectors, bm25._prepared_for, dense._prepared_for) == opened  # the same objects
+    assert pipe._search_corpus is tiny_dataset.corpus and pipe.search("cat on a mat") == before
+    assert dense.fusion is None and bm25.k == 5 and pipe.stages == [bm25, dense]
+
+
+def test_rerank_texts_builds_in_a_private_folder_removed_afterwards(tmp_path):
+    """Artifacts go to a scratch folder while the call runs, whatever cache_dir the stage names; it is gone after."""
+    from cascade import apply
+    from cascade.core.scratch import scratch_dir
+
+    seen = []
+
+    def look(batch):
+        seen.append((scratch_dir(), sorted(p.name for p in scratch_dir().iterdir())))
+        return batch.candidates.scores
+
+    own = tmp_path / "own-cache"
+    pipe = BM25(k=None, cache_dir=str(own)) >> apply(look)
+    assert pipe.rerank("cat", DOCS).indices[:2] == [0, 2]
+    ((folder, names),) = seen
+    assert "bm25s" in names and not folder.exists() and scratch_dir() is None
+    assert not own.exists() and _cache_files() == []
+
+
+def test_concurrent_text_reranks_of_one_stage_equal_lone_calls(st_model):
+    from concurrent.futures import ThreadPoolExecutor
+
+    pipe = BM25(k=4) >> ColBERT(k=3, model=st_model, progress=False)
+    before = pipe.index(DOCS).search("cat")
+    lists = [DOCS[i:] + DOCS[:i] for i in range(len(DOCS))] * 3
+    alone = [pipe.rerank("a cat on the mat", docs).to_list() for docs in lists]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda docs: pipe.rerank("a cat on the mat", docs).to_list(), lists))
+    assert together == alone
+    assert pipe.search("cat") == before  # still bound to its own corpus
+
+
+def test_copies_share_the_loaded_models(tmp_path, monkeypatch):
+    import cascade.stages.cross_encoder as ce
+
+    loads = []
+    real = ce.load_model
+    monkeypatch.setattr(ce, "load_model", lambda *a, **kw: loads.append(a[0]) or real(*a, **kw))
+    stage = CrossEncoder(k=2, model=str(tiny_cross_encoder(tmp_path / "ce")))
+    for _ in range(3):
+        stage.rerank("cat on a mat", DOCS)
+    (stage % 1).rerank("cat", DOCS)
+    assert len(loads) == 1
+
+
+def test_queries_given_the_same_list_share_one_run_and_lists_may_be_empty():
+    stage = BM25(k=2)
+    many = stage.rerank(["cat", "dogs", "fish"], [DOCS, [], DOCS])
+    assert many[0].indices == stage.rerank("cat", DOCS).indices and len(many[1]) == 0
+    assert many[2].indices[0] == 4 and many[2].scores[1] == 0  # every given document is a candidate
+    with pytest.raises(DataError, match="every one of the 2 documents given for query 'cat' is empty"):
+        stage.rerank("cat", ["", " "])
+    assert stage.rerank("cat", ["the", "a"]).scores == [0.0, 0.0]  # no terms at all (stopwords): nothing matches

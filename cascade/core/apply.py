@@ -15,9 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from cascade.core.candidates import PAD, Batch, Candidates
-from cascade.core.data import Corpus
 from cascade.core.errors import ConfigError, NeedsCandidatesError
-from cascade.core.search import TextLists
 from cascade.core.stage import Stage
 
 
@@ -64,7 +62,7 @@ class FunctionStage(Stage, builds="apply"):
         return batch.with_candidates(out.topk(self.k))
 
     def _per_query(self, batch: Batch) -> Candidates:
-        cands = batch.candidates
+        cands = batch.need_candidates()
         scores = np.full(cands.doc_idx.shape, -np.inf, np.float32)
         ids, texts = batch.corpus.ids, batch.corpus.texts
         for q, (row, incoming) in enumerate(zip(cands.doc_idx, cands.scores)):
@@ -87,36 +85,22 @@ class FunctionStage(Stage, builds="apply"):
                                  f"{batch.num_queries} queries")
             result.check_within(len(batch.corpus))
             return result
-        if batch.candidates is None:
+        cands = batch.candidates
+        if cands is None:
             raise NeedsCandidatesError(f"{self.name}: given no candidates, the function must return a Batch or "
                                        f"Candidates, not {type(result).__name__}; or put a retriever before it")
         scores = np.asarray(result, np.float32)
-        if scores.shape != batch.candidates.doc_idx.shape:
+        if scores.shape != cands.doc_idx.shape:
             raise ValueError(f"{self.name}: the function returned scores of shape {scores.shape}, expected "
-                             f"{batch.candidates.doc_idx.shape} (one per candidate)")
-        self._no_nan(scores[batch.candidates.mask])  # padding may hold anything
-        return Candidates(batch.candidates.doc_idx, np.where(batch.candidates.mask, scores, -np.inf))
+                             f"{cands.doc_idx.shape} (one per candidate)")
+        self._no_nan(scores[cands.mask])  # padding may hold anything
+        return Candidates(cands.doc_idx, np.where(cands.mask, scores, -np.inf))
 
     def _no_nan(self, scores) -> np.ndarray:
         scores = np.asarray(scores, np.float32)
         if np.isnan(scores).any():
             raise ValueError(f"{self.name}: the function returned NaN scores; return a number for every document")
         return scores
-
-    def rank_lists(self, lists: TextLists, cands: Candidates, fresh: bool) -> Candidates:
-        """Text mode (``rerank(query, docs)``): the function sees each query's documents as a small corpus."""
-        out = np.full(cands.doc_idx.shape, PAD, np.int64), np.full(cands.doc_idx.shape, -np.inf, np.float32)
-        for q, row in enumerate(cands.doc_idx):
-            docs = row[row != PAD]
-            if not len(docs):
-                continue
-            corpus = Corpus([lists.ids[q][d] for d in docs], [lists.texts[q][d] for d in docs])
-            local = Candidates(np.arange(len(docs))[None, :], cands.scores[q:q + 1, : len(docs)])
-            got = self.rerank(Batch((lists.queries[q],), corpus, local)).candidates
-            keep = got.doc_idx[0] != PAD
-            out[0][q, : keep.sum()] = docs[got.doc_idx[0][keep]]
-            out[1][q, : keep.sum()] = got.scores[0][keep]
-        return Candidates(*out).topk(self.k)
 
     def __repr__(self) -> str:
         return f"apply({self.name}, per_query={self.per_query}, k={self.k})"

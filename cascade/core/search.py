@@ -2,15 +2,16 @@
 
 ``stage.index(corpus)`` binds a corpus (its cached artifacts are built or reused, content-addressed);
 ``stage.search("question", k=10)`` returns a :class:`Ranking`. ``stage.rerank(query, docs)`` ranks a
-plain list of texts: every stage scores those texts directly (:meth:`Stage.score_texts`), so no
-cache folder is written per list. Results carry each document's id, score, text and position.
+plain list of texts by an ordinary run of the stage over that list as a corpus of its own, indexed in
+a private temporary folder (:func:`rerank_texts`), so nothing is written to the cache. Results carry
+each document's id, score, text and position.
 """
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from cascade.core.candidates import PAD, Batch, Candidates
 from cascade.core.checks import check_k
 from cascade.core.data import Corpus, Dataset
 from cascade.core.errors import DataError
+from cascade.core.scratch import scratch_cache
 from cascade.core.sources import corpus as corpus_from
 
 if TYPE_CHECKING:
@@ -92,7 +94,7 @@ def texts_or_batch(rerank_batch):
             return rerank_batch(self, batch)
         return self.rerank_texts(batch, docs, **kwargs)
 
-    rerank.texts_dispatch = True
+    cast(Any, rerank).texts_dispatch = True
     return rerank
 
 
@@ -199,71 +201,83 @@ class TextLists:
         texts, ids = [], []
         for row in rows:
             if isinstance(row, Mapping):
-                ids.append([str(i) for i in row]), texts.append(list(row.values()))
+                ids.append([str(i) for i in row])
+                texts.append(list(row.values()))
             elif isinstance(row, Sequence) and not isinstance(row, (str, bytes)):
-                ids.append([str(i) for i in range(len(row))]), texts.append(list(row))
+                ids.append([str(i) for i in range(len(row))])
+                texts.append(list(row))
             else:
                 raise DataError(f"documents must be a list of strings or a dict of id -> text, "
                                 f"got {type(row).__name__}")
             _check_texts(texts[-1], "documents")
         return cls(queries, texts, ids), single
 
-    def start(self) -> Candidates:
-        """Every query's documents in their given order, as candidates (positions in each list)."""
-        width = max((len(row) for row in self.texts), default=0)
-        lengths = np.array([len(r) for r in self.texts], np.int64)
-        idx = np.where(np.arange(width)[None, :] < lengths[:, None], np.arange(width)[None, :], PAD)
-        return Candidates(idx, np.zeros(idx.shape, np.float32))
-
-    def pick(self, cands: Candidates) -> list[list[str]]:
-        """The texts of every query's candidates, in candidate order."""
-        return [[self.texts[q][d] for d in row[row != PAD]] for q, row in enumerate(cands.doc_idx)]
+    def corpora(self) -> list[tuple[Corpus, list[int]]]:
+        """Each distinct non-empty list as a :class:`Corpus` (ids as given), with the queries it belongs to
+        (queries given the same list share one run over it)."""
+        found: dict[tuple, list[int]] = {}
+        for q, (ids, texts) in enumerate(zip(self.ids, self.texts)):
+            if texts:
+                found.setdefault((tuple(ids), tuple(texts)), []).append(q)
+        for (_, texts), members in found.items():
+            if not any(t.strip() for t in texts):
+                raise DataError(f"every one of the {len(texts)} documents given for query "
+                                f"{self.queries[members[0]]!r} is empty; nothing can be ranked")
+        return [(Corpus(ids, texts), members) for (ids, texts), members in found.items()]
 
 
 def rerank_texts(stage: Stage, query: str | Sequence[str], docs: Any, k: int | None = None
                  ) -> Ranking | list[Ranking]:
     """Rank ``docs`` (texts, or a dict id -> text) for ``query``; with a list of queries, one list per query.
 
-    Every stage of ``stage`` (a pipeline, a union...) ranks what the one before kept, keeping its
-    own ``k``; ``k`` here cuts the final ranking. Hits keep their position in the given list (``index``).
+    An ordinary run of ``stage``: each list is a small corpus of its own (ids: positions, or the dict's
+    keys), indexed by the stages as any corpus is (BM25 with that list's term statistics), and every
+    one of its documents, in the given order, is a candidate. The stages that see those candidates
+    first rank them by their own scores (the candidates carry none yet); each later stage ranks what
+    the one before kept, keeping its own ``k``, fused as configured; ``k`` here cuts the final ranking.
+    The run happens on a copy of ``stage`` (:func:`detached`), with its artifacts in a private folder
+    deleted afterwards (:func:`cascade.core.scratch.scratch_cache`): nothing is written to the cache and
+    ``stage`` stays as it was (bound to the corpus it searches, if any). Hits keep their position in
+    the given list (``index``).
     """
     k = check_k(k, f"{stage.name}.rerank")
     lists, single = TextLists.make(query, docs)
-    cands = rank_lists(stage, lists, lists.start(), fresh=True).topk(k)
-    out = [_ranking(q, row_idx, row_sc, row_ids, row_texts) for q, row_idx, row_sc, row_ids, row_texts in
-           zip(lists.queries, cands.doc_idx, cands.scores, lists.ids, lists.texts)]
+    out = [Ranking(q, ()) for q in lists.queries]
+    groups = lists.corpora()
+    if groups:
+        run = detached(stage)
+        with scratch_cache():
+            for corpus, members in groups:
+                start = Candidates(np.tile(np.arange(len(corpus)), (len(members), 1)),
+                                   np.zeros((len(members), len(corpus)), np.float32))
+                queries = tuple(lists.queries[q] for q in members)
+                cands = run.rerank(Batch(queries, corpus, start)).need_candidates().topk(k)
+                for q, row_idx, row_sc in zip(members, cands.doc_idx, cands.scores):
+                    out[q] = _ranking(lists.queries[q], row_idx, row_sc, corpus.ids, corpus.texts)
     return out[0] if single else out
 
 
-def rank_lists(stage: Stage, lists: TextLists, cands: Candidates, fresh: bool = False) -> Candidates:
-    """``stage`` run over per-query lists of texts; ``cands.doc_idx`` are positions in each query's list.
+def detached(stage: Stage, fresh: bool = True) -> Stage:
+    """A copy of ``stage``'s tree to run over a corpus of its own, leaving ``stage`` untouched.
 
-    A stage with a ``rank_lists(lists, cands, fresh)`` method (a pipeline, a union, a function stage)
-    ranks itself; any other scores the texts with ``score_texts``, fuses with the incoming scores
-    (unless ``fresh``: they carry no scores yet) and keeps its ``k``.
+    Composites are copied with :meth:`Stage.replace`, leaves shallowly: a copy shares its settings and
+    loaded models (nothing is reloaded), and whatever it prepares for a corpus (opened indexes, the
+    bound corpus) is its own, so the caller's stages stay prepared for their corpus and concurrent
+    calls never share that state. Leaves also show no progress bars. ``fresh``: ``stage`` sees the
+    incoming candidates, which carry no scores, so the leaves that see them rank by their own scores
+    (no fusion), as a retriever's would: a pipeline passes its input to its first part only (its
+    ``entry()`` lies inside it), any other composite (a union) to every inner stage.
     """
-    hook = getattr(stage, "rank_lists", None)
-    if hook is not None:
-        return hook(lists, cands, fresh)
-    if cands.doc_idx.shape[1] == 0:
-        return cands
-    rows = lists.pick(cands)
-    own = np.full(cands.doc_idx.shape, -np.inf, np.float32)
-    for q, scores in enumerate(stage.score_texts(lists.queries, rows)):
-        scores = np.asarray(scores, np.float32).reshape(-1)
-        if len(scores) != len(rows[q]):
-            raise ValueError(f"{stage.name}.score_texts gave {len(scores)} scores for {len(rows[q])} documents")
-        own[q, : len(scores)] = scores
-    if stage.fusion is not None and not fresh:
-        own = stage.fusion(cands.scores, own, cands.mask)
-    return Candidates(cands.doc_idx, own).topk(stage.k)
-
-
-def flat_positions(docs: Sequence[Sequence[str]]) -> np.ndarray:
-    """(Q, longest list) row of each query's documents in all lists put end to end; -1 pads.
-
-    What ``score_texts`` implementations use as candidates over the texts they encoded together.
-    """
-    lengths = np.array([len(row) for row in docs], np.int64)
-    width = np.arange(int(lengths.max(initial=0)))[None, :]
-    return np.where(width < lengths[:, None], (np.cumsum(lengths) - lengths)[:, None] + width, PAD)
+    inner = stage.children()
+    if inner:
+        sequential = stage.entry() is not stage
+        clone = stage.replace([detached(child, fresh and not (sequential and i)) for i, child in enumerate(inner)])
+    else:
+        clone = stage.replace([])
+        if fresh:
+            clone.fusion = None
+        if isinstance(getattr(clone, "progress", None), bool):
+            clone.progress = False  # type: ignore[attr-defined]
+    clone._prepared_for = None
+    clone.__dict__.pop("_search_corpus", None)
+    return clone

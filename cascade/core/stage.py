@@ -17,7 +17,7 @@ from cascade.core.features import record_features, wants_features, with_columns
 from cascade.core.fusion import Fusion
 from cascade.core.indexing import Artifact, build_all
 from cascade.core.results import Run, StageTrace
-from cascade.core.search import Ranking, TextLists, as_corpus, rank_lists, rerank_texts, search, texts_or_batch
+from cascade.core.search import Ranking, as_corpus, rerank_texts, search, texts_or_batch
 from cascade.core.sources import load_dataset
 from cascade.core.timing import collect, run_scope
 
@@ -235,29 +235,11 @@ class Stage:
         return SAVE_HOOK(self, path, **options)
 
     def rerank_texts(self, query: str | Sequence[str], docs: Any, k: int | None = None) -> Ranking | list[Ranking]:
-        """A :class:`~cascade.core.search.Ranking` of ``docs`` (texts, or dict id -> text), scored now, nothing
-        cached; a list of queries takes one list of docs each and gives a list of rankings."""
+        """A :class:`~cascade.core.search.Ranking` of ``docs`` (texts, or dict id -> text): this stage run over
+        them as a corpus of their own, indexed in a private temporary folder (nothing cached, this stage left
+        as it was); a list of queries takes one list of docs each and gives a list of rankings. See
+        :func:`cascade.core.search.rerank_texts`."""
         return rerank_texts(self, query, docs, k)
-
-    def score_texts(self, queries: Sequence[str], docs: Sequence[Sequence[str]]) -> list[np.ndarray]:
-        """One score array per query for its ``docs`` (texts), computed now, nothing cached. By default
-        :meth:`score` over a small in-memory corpus per query (stages needing no index); indexing stages
-        override it."""
-        if type(self).load is not Stage.load:
-            raise NotImplementedError(
-                f"{self.name} ({type(self).__name__}) builds a corpus index, so it cannot rank a plain list of "
-                "texts; implement score_texts(queries, docs) for it, or index a corpus and use search()")
-        out = []
-        for query, row in zip(queries, docs):
-            if not row:
-                out.append(np.zeros(0, np.float32))
-                continue
-            corpus = Corpus(tuple(str(i) for i in range(len(row))), tuple(row))
-            if self.artifacts(corpus):
-                raise NotImplementedError(f"{self.name} needs cached corpus artifacts; implement score_texts for it")
-            cands = Candidates(np.arange(len(row))[None, :], np.zeros((1, len(row)), np.float32))
-            out.append(np.asarray(self.score(Batch((query,), corpus, cands)), np.float32)[0])
-        return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(k={self.k})"
@@ -289,6 +271,8 @@ class Pipeline(Stage):
     ``fusion=False`` runs every stage without score fusion (each ranks by its own score):
     the fusion ablation of any pipeline without a copy of its config.
     """
+
+    stages: list[Stage]
 
     def __init__(self, stages: list[Stage], k: int | None = None, name: str = "pipeline", fusion: bool = True):
         flat: list[Stage] = []
@@ -323,12 +307,6 @@ class Pipeline(Stage):
     def entry(self) -> Stage:
         return self.stages[0].entry()
 
-    def rank_lists(self, lists: TextLists, cands: Candidates, fresh: bool) -> Candidates:
-        """Text mode (``rerank(query, docs)``): the stages rank the given texts in order."""
-        for i, inner in enumerate(self.stages):
-            cands = rank_lists(inner, lists, cands, fresh and i == 0)
-        return cands.topk(self.k)
-
     def prepare(self, corpus: Corpus, engine: Any = None) -> dict[str, float]:
         """Index every stage for ``corpus`` in one planned step (see :func:`prepare_stages`)."""
         return prepare_stages(self.stages, corpus, engine)
@@ -339,7 +317,7 @@ class Pipeline(Stage):
         with run_scope(), record_features(wants_features(self.stages)):
             for stage in self.stages:
                 batch = stage.rerank(batch)
-        return batch.with_candidates(batch.candidates.topk(self.k)) if self.k else batch
+        return batch.with_candidates(batch.need_candidates().topk(self.k)) if self.k else batch
 
     def _check_first(self, batch: Batch) -> None:
         first = self.stages[0]
@@ -371,7 +349,7 @@ class Pipeline(Stage):
                                         stage_index_info(stage)))
                 log.info("stage %s: k=%s, %.1f ms/query", stage.name, stage.k,
                          1000 * seconds / max(batch.num_queries, 1))
-        final = batch.candidates.topk(self.k) if self.k else batch.candidates
+        final = batch.need_candidates().topk(self.k) if self.k else batch.need_candidates()
         qids = batch.query_ids or tuple(str(i) for i in range(batch.num_queries))
         return Run(qids, batch.corpus.ids, final, tuple(trace))
 

@@ -17,7 +17,6 @@ from cascade.core.candidates import PAD, Batch, Candidates
 from cascade.core.data import Corpus
 from cascade.core.errors import ConfigError
 from cascade.core.fusion import normalize
-from cascade.core.search import TextLists, rank_lists
 from cascade.core.stage import Stage, prepare_stages
 
 METHODS = ("rrf", "zscore", "minmax", "linear")
@@ -153,12 +152,8 @@ class UnionFusion(Stage, builds="union"):
         """The fused score of every incoming candidate (``-inf`` where no side kept it)."""
         self.prepare(batch.corpus)
         fused = self._fuse([side.rerank(batch).candidates for side in self.stages])
-        values, found = _lookup(fused.doc_idx, fused.scores, batch.candidates.doc_idx)
+        values, found = _lookup(fused.doc_idx, fused.scores, batch.need_candidates().doc_idx)
         return np.where(found, values, -np.inf).astype(np.float32)
-
-    def rank_lists(self, lists: TextLists, cands: Candidates, fresh: bool) -> Candidates:
-        """Text mode (``rerank(query, docs)``): every side ranks the given texts, then the union is fused."""
-        return self._fuse([rank_lists(side, lists, cands, fresh) for side in self.stages]).topk(self.k)
 
     def _fuse(self, sides: list[Candidates]) -> Candidates:
         return fuse_union(sides, self.method, self.weights, self.rrf_k)

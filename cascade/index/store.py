@@ -30,6 +30,7 @@ from typing import Any
 
 from cascade.core.errors import CorruptArtifactError
 from cascade.core.files import DIR_MODE, FILE_MODE
+from cascade.core.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,11 @@ _READ = 8 << 20  # bytes hashed per read
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
-    """The cache root: the given path, else $CASCADE_CACHE_DIR, else ~/.cache/cascade."""
+    """The cache root: the given path, else $CASCADE_CACHE_DIR, else ~/.cache/cascade; inside
+    :func:`cascade.core.scratch.scratch_cache` (reranking a list of texts), its private folder, always."""
+    scratch = scratch_dir()
+    if scratch is not None:
+        return scratch
     root = cache_dir or os.environ.get("CASCADE_CACHE_DIR") or DEFAULT_CACHE_DIR
     return Path(root).expanduser()
 
@@ -61,6 +66,8 @@ def file_hash(path: Path) -> str:
     """The xxh3-128 hex digest of the whole file (read in 8 MiB blocks)."""
     import xxhash
 
+    if path.stat().st_size <= _READ:  # one read; no 8 MiB buffer for a small file (a list of texts' index)
+        return xxhash.xxh3_128_hexdigest(path.read_bytes())
     digest = xxhash.xxh3_128()
     buffer = bytearray(_READ)
     view = memoryview(buffer)

@@ -10,7 +10,7 @@ reopen the index on it; a reader that opened the folder earlier keeps its own sn
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from cascade.core.data import Corpus, Dataset
 from cascade.core.errors import ConfigError, CorruptArtifactError
-from cascade.core.stage import Pipeline
+from cascade.core.stage import Pipeline, Stage
 from cascade.index import appendable, generations
 from cascade.index.appendable import load_file
 from cascade.index.docstore import DocStore, StoredCorpus
@@ -131,6 +131,12 @@ class SavedIndex(Pipeline):
         raise ConfigError("a saved index searches its own documents; add to it with index.add(docs), or index "
                           "another corpus with a new pipeline")
 
+    def replace(self, children: Sequence[Stage]) -> Pipeline:
+        """A plain pipeline of ``children`` (this index's shape and cutoff): other stages are not what the
+        folder keeps, so the copy is not bound to it (e.g. the copy that ``rerank(query, docs)`` runs over a
+        list of texts, or :meth:`without_fusion`'s)."""
+        return Pipeline(list(children), k=self.k, name=self.name)
+
     def prepare(self, corpus: Corpus, engine: Any = None) -> dict[str, float]:
         if corpus is self.corpus or corpus.fingerprint == self.corpus.fingerprint:
             return {}
@@ -156,7 +162,8 @@ class SavedIndex(Pipeline):
         row = self.corpus.index_of.get(str(doc_id))
         if row is None:
             raise KeyError(f"document {doc_id!r} is not in the index {self.root}")
-        return {"id": str(doc_id), "text": self.corpus.store.text(row), "metadata": self.corpus.store.meta(row)}
+        store = self.corpus.store  # type: ignore[attr-defined]  # StoredCorpus sets it in __init__
+        return {"id": str(doc_id), "text": store.text(row), "metadata": store.meta(row)}
 
     # --- writing (each call writes one generation) ---------------------------------------------
     def add(self, docs: Any, metadata: Mapping | None = None, timeout: float | None = 60.0) -> SavedIndex:
