@@ -76,7 +76,7 @@ class LearnedFusion(Stage):
         return list(self.ranker.features) if self.ranker else []
 
     # --- training -------------------------------------------------------------------------
-    def fit(self, pipeline: Stage, dataset: Dataset) -> "LearnedFusion":
+    def fit(self, pipeline: Stage, dataset: Dataset) -> LearnedFusion:
         """Train on the candidates ``pipeline`` (the stages before this one) gives ``dataset``'s judged queries."""
         base = before_learned(pipeline)
         judged = check_judged(dataset, "fit")
@@ -85,7 +85,7 @@ class LearnedFusion(Stage):
         self.fit_candidates(run, dataset, keep)
         return self
 
-    def fit_candidates(self, run: Run, dataset: Dataset, rows: list[int] | None = None) -> "LearnedFusion":
+    def fit_candidates(self, run: Run, dataset: Dataset, rows: list[int] | None = None) -> LearnedFusion:
         """Train on ``run``'s recorded candidates (only query ``rows``; None: all), judged by ``dataset.qrels``."""
         cands = run.candidates
         rows = list(range(cands.num_queries)) if rows is None else list(rows)

@@ -67,7 +67,7 @@ class LinearRanker(Ranker):
         self.weights = np.asarray(weights, np.float64)
 
     @classmethod
-    def train(cls, x: np.ndarray, y: np.ndarray, groups: np.ndarray, features, trained_on, params) -> "LinearRanker":
+    def train(cls, x: np.ndarray, y: np.ndarray, groups: np.ndarray, features, trained_on, params) -> LinearRanker:
         from scipy.optimize import minimize
 
         l2 = float(params.get("l2", 1e-3))
@@ -112,7 +112,7 @@ class LambdaMART(Ranker):
         self.booster = booster
 
     @classmethod
-    def train(cls, x, y, groups, features, trained_on, params) -> "LambdaMART":
+    def train(cls, x, y, groups, features, trained_on, params) -> LambdaMART:
         lgb = _lightgbm()
         params = {**LAMBDAMART_DEFAULTS, **params}
         sizes = np.diff(np.flatnonzero(np.r_[True, groups[1:] != groups[:-1], True]))

@@ -10,13 +10,13 @@ import inspect
 
 import numpy as np
 import pytest
+from test_contract import _tiny
 
 from cascade import Batch, Candidates, Fusion
 from cascade.stages.biencoder import BiEncoder
 from cascade.stages.bm25 import BM25
 from cascade.stages.colbert import ColBERT
 from cascade.stages.cross_encoder import CrossEncoder
-from test_contract import _tiny
 
 # where files go, how progress shows, names, batching for speed: declared not to change results or keys
 NO_EFFECT = {"cache_dir", "progress", "name", "device", "batch_size", "chunk_size", "block_rows",

@@ -82,7 +82,7 @@ class Candidates:
             raise KeyError(f"no feature column {name!r}; these candidates have {list(self.feature_names) or 'none'}")
         return self.features[:, :, self.feature_names.index(name)]
 
-    def rescored(self, scores: np.ndarray, columns: dict[str, np.ndarray] | None = None) -> "Candidates":
+    def rescored(self, scores: np.ndarray, columns: dict[str, np.ndarray] | None = None) -> Candidates:
         """The same documents with new ``scores``, their feature columns kept and ``columns`` (name -> (Q, K)) added."""
         names, feats = self.feature_names, self.features
         if columns:
@@ -103,12 +103,12 @@ class Candidates:
         return np.take_along_axis(feats, order[..., None], axis=1)[:, :width]
 
     @classmethod
-    def empty(cls, num_queries: int) -> "Candidates":
+    def empty(cls, num_queries: int) -> Candidates:
         """Candidates with no documents for ``num_queries`` queries."""
         return cls(np.full((num_queries, 0), PAD, np.int64), np.zeros((num_queries, 0), np.float32))
 
     @classmethod
-    def from_lists(cls, doc_idx: list[list[int]], scores: list[list[float]]) -> "Candidates":
+    def from_lists(cls, doc_idx: list[list[int]], scores: list[list[float]]) -> Candidates:
         """Build from ragged per-query lists, padding to the longest row."""
         if len(doc_idx) != len(scores):
             raise ValueError("doc_idx and scores need one list per query")
@@ -136,7 +136,7 @@ class Candidates:
         """Number of valid candidates per query."""
         return self.mask.sum(axis=1)
 
-    def topk(self, k: int | None) -> "Candidates":
+    def topk(self, k: int | None) -> Candidates:
         """Sort every row by descending score (ties by doc index) and keep at most ``k``."""
         # lexsort: last key is primary; padding has -inf so it sinks to the end.
         order = np.lexsort((self.doc_idx, -self.scores.astype(np.float64)), axis=1)
@@ -152,7 +152,7 @@ class Candidates:
             width = min(width, k)
         return Candidates(doc_idx[:, :width], scores[:, :width], self._take(order, width), self.feature_names)
 
-    def restrict(self, allowed: np.ndarray) -> "Candidates":
+    def restrict(self, allowed: np.ndarray) -> Candidates:
         """These candidates without the documents ``allowed`` (bool, one per corpus row) excludes; order kept."""
         keep = (self.doc_idx != PAD) & allowed[np.maximum(self.doc_idx, 0)]
         if keep.all() or not self.doc_idx.size:
@@ -184,7 +184,7 @@ class Batch:
     """
 
     query_texts: tuple[str, ...]
-    corpus: "Corpus"
+    corpus: Corpus
     candidates: Candidates | None = None
     query_ids: tuple[str, ...] = field(default=())
     allowed: np.ndarray | None = field(default=None, compare=False)
@@ -223,6 +223,6 @@ class Batch:
     def num_queries(self) -> int:
         return len(self.query_texts)
 
-    def with_candidates(self, candidates: Candidates) -> "Batch":
+    def with_candidates(self, candidates: Candidates) -> Batch:
         """A copy of this batch carrying new candidates."""
         return Batch(self.query_texts, self.corpus, candidates, self.query_ids, self.allowed)

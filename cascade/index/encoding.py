@@ -26,7 +26,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-
 import json
 import logging
 import shutil

@@ -20,9 +20,9 @@ import logging
 import os
 import resource
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm

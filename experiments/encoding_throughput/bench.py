@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from cascade import load_beir
-from cascade.index.store import resolve_cache_dir
-from cascade.encoders.sentence import SentenceEncoder
 from cascade.app.tables import markdown_table
+from cascade.encoders.sentence import SentenceEncoder
+from cascade.index.store import resolve_cache_dir
 
 SCIFACT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "scifact"
 

@@ -30,7 +30,7 @@ import numpy as np
 from cascade import load_beir
 from cascade.app.tables import markdown_table
 from cascade.encoders.sentence import Encoded, SentenceEncoder
-from cascade.kernels.precision import cpu_flags, cpu_bf16_supported, resolve_precision
+from cascade.kernels.precision import cpu_bf16_supported, cpu_flags, resolve_precision
 
 HERE = Path(__file__).resolve().parent
 SCIFACT = HERE.parents[2] / "shared" / "data" / "scifact"

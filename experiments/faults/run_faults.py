@@ -9,7 +9,20 @@ experiments/faults/results.md (when all cases ran) and prints it. README.md says
 """
 from __future__ import annotations
 
-import argparse, datetime, json, os, platform, random, re, shlex, shutil, signal, subprocess, sys, tempfile, time
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,6 +285,7 @@ def case5_checkpoints():
     import torch
     from safetensors.torch import load_file, save_file
     from sentence_transformers import CrossEncoder as STCrossEncoder
+
     from cascade import load_beir
     from cascade.encoders.colbert_formats import load_token_encoder
     from cascade.stages.bm25 import BM25
@@ -406,6 +420,7 @@ def case7_bad_input():
 def _colbert_first_matches(trec: Path, cache: Path) -> tuple[bool, float]:
     """Compare a ColBERT-first run file with exact MaxSim reranking of every document (the API, same cache)."""
     import numpy as np
+
     from cascade import Candidates, Stage, load_beir
     from cascade.stages.colbert import ColBERT
 
@@ -517,9 +532,9 @@ def case11_configs_run_no_code():
          [f"+dataset.x={{_target_: cascade.core.stage.np.savetxt, fname: {made}.pth, X: [1]}}"]),
         ("11d cascade's own file writer `cascade.core.files.atomic_write_text`",
          [f"+dataset.x={{_target_: cascade.core.files.atomic_write_text, path: {made}, text: x}}"]),
-        ("11e `_partial_: true` target", [f"stage.bm25.fusion={{_target_: cascade.core.files.os.makedirs, _partial_: true}}"]),
+        ("11e `_partial_: true` target", ["stage.bm25.fusion={_target_: cascade.core.files.os.makedirs, _partial_: true}"]),
         ("11f target in `_args_`", [f"stage.bm25.fusion={{_target_: cascade.Fusion, _args_: [{{_target_: cascade.core.files.os.makedirs, name: {made}}}]}}"]),
-        ("11g interpolated target", [f"+evil=cascade.core.files.os.makedirs", f"stage.bm25.fusion={{_target_: '${{evil}}', name: {made}}}"]),
+        ("11g interpolated target", ["+evil=cascade.core.files.os.makedirs", f"stage.bm25.fusion={{_target_: '${{evil}}', name: {made}}}"]),
         ("11h experiment file: job_logging handler `\"()\": os.makedirs`",
          handler(f"        \"()\": os.makedirs\n        name: {made}\n")),
         ("11i experiment file: job_logging `class: logging.FileHandler` writing a .pth file",
@@ -528,7 +543,7 @@ def case11_configs_run_no_code():
          exp("hlog", f"hydra:\n  hydra_logging:\n    formatters:\n      f:\n        \"()\": os.makedirs\n        name: {made}\n")),
         ("11k `hydra.job.env_set` PYTHONPATH / LD_PRELOAD", ["+hydra.job.env_set.LD_PRELOAD=/tmp/x.so"]),
         ("11l sweep whose second job names `os.makedirs` through an interpolation",
-         ["-m", "+evil=cascade.Fusion,cascade.core.files.os.makedirs", f"stage.bm25.fusion={{_target_: '${{evil}}'}}"]),
+         ["-m", "+evil=cascade.Fusion,cascade.core.files.os.makedirs", "stage.bm25.fusion={_target_: '${evil}'}"]),
         ("11m `--experimental-rerun` (loads a pickled config)", ["--experimental-rerun", root / "config.pickle"]),
     ]
     for i, (label, extra) in enumerate(cases):
@@ -548,7 +563,9 @@ def case11_configs_run_no_code():
 def case12_damage_between_sampled_blocks():
     """A 48 MB artifact damaged between the blocks the old check sampled: the old stamp misses it."""
     import hashlib
+
     import numpy as np
+
     from cascade.core.errors import CorruptArtifactError
     from cascade.index import store
 

@@ -21,7 +21,6 @@ import argparse
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from cascade import Batch, Fusion, evaluate, load_beir
-from cascade.core.results import Run
 from cascade.app.tables import markdown_table
+from cascade.core.results import Run
 from cascade.stages.biencoder import BiEncoder
 from cascade.stages.bm25 import BM25
 from cascade.stages.colbert import ColBERT

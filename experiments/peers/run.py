@@ -98,7 +98,7 @@ class TokenStore:
         (folder / "docnos.json").write_text(json.dumps(self.docnos))
 
     @classmethod
-    def load(cls, folder: Path) -> "TokenStore":
+    def load(cls, folder: Path) -> TokenStore:
         return cls(*(np.load(folder / f"{n}.npy") for n in ("pooled", "tokens", "offsets")),
                    json.loads((folder / "docnos.json").read_text()))
 
@@ -405,7 +405,6 @@ def main() -> None:
     print("peer encoding:", result["index_s"]["peer_encoding"], flush=True)
 
     import pandas as pd
-    import pyterrier as pt
     import rank_bm25
     from pyterrier_dr import FlexIndex
     from pyterrier_pisa import PisaIndex

@@ -50,6 +50,7 @@ def main() -> None:
     from cascade.kernels.assign import CoarseAssigner, assign_exact, coarse_cells_for
     from cascade.kernels.kmeans import train_centroids
     from cascade.kernels.residual import ResidualCodec, fit_buckets, num_centroids_for
+
     from synth_pass import SyntheticPass
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -130,6 +130,7 @@ def measure(index_dir: Path | None, num_queries: int, sub: int, seed: int, threa
     """The query table for SciFact (``index_dir`` None), a synth.py index in ``index_dir``, or an ``index``
     the library opened (``library_build.py``; its files in ``index_dir``)."""
     import torch
+
     from cascade.kernels.maxsim import maxsim
     from cascade.kernels.plaid import default_search_params, exhaustive_search, plaid_search, prune_candidates
     _threads(threads)

@@ -6,6 +6,7 @@ Runs in a separate environment with ranx (not a cascade dependency): python -m v
 import sys
 
 from ranx import Qrels, Run, evaluate, fuse
+
 d = sys.argv[1].rstrip("/") + "/"
 qrels = Qrels.from_file(d + "qrels.txt", kind="trec")
 bm25, dense = Run.from_file(d + "bm25.trec", kind="trec"), Run.from_file(d + "dense.trec", kind="trec")
