@@ -265,7 +265,8 @@ def recorded_columns(stages: list[Stage]) -> list[str] | None:
             return None
         names += [] if names else ["doc.length"]
         names += [f"{stage.name}.{c}" for c in ("score", "z", "rank")]
-        names += [f"{stage.name}.fused"] if stage.fusion is not None and stage is not stages[0] else []  # not retrieving
+        retrieving = stage is stages[0]  # the first stage retrieves: nothing to fuse with
+        names += [f"{stage.name}.fused"] if stage.fusion is not None and not retrieving else []
         names += [f"{stage.name}.{c}" for c in getattr(stage, "feature_columns", ())]
     return names
 

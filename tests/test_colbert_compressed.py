@@ -43,7 +43,8 @@ def test_compressed_maxsim_equals_decompress_then_naive(model, tmp_path, nbits):
     col.prepare(CORPUS)
     index = col._index
     info = col.index_info()
-    assert info["payload_bytes_per_token"] == index.codes.itemsize + index.codec.dim * nbits // 8 + 2  # + fp16 norm delta
+    # + 2: the fp16 norm delta
+    assert info["payload_bytes_per_token"] == index.codes.itemsize + index.codec.dim * nbits // 8 + 2
     queries, mask = col.encoder.encode_queries(QUERIES)
     doc_idx = np.array([[0, 5, 17, -1], [3, 3, 119, 60], [-1, -1, -1, -1], [1, 2, 4, 8]])
     full = index.decompress_rows(np.arange(len(index.codes)))

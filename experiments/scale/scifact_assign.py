@@ -1,7 +1,8 @@
 """SciFact (real): coarse-to-fine against exact centroid assignment, and the 2-bit index's bytes all told.
 
 For the 2-bit index of ``ColBERT(nbits=2)`` with ``assignment=auto`` (exact at SciFact's 16,384
-centroids: the default, the index ``cascade run stage.colbert.nbits=2`` uses) and with ``assignment=coarse`` (two-level k-means, coarse-to-fine assignment):
+centroids: the default, the index ``cascade run stage.colbert.nbits=2`` uses) and with ``assignment=coarse``
+(two-level k-means, coarse-to-fine assignment):
 
 * agreement: on the exact index's own codec, the coarse-to-fine assignment (the library's defaults)
   of every SciFact token against the stored exact codes, and the mean cosine of decoded (2-bit)

@@ -41,7 +41,8 @@ def main() -> None:
         batch = time.perf_counter() - start
         alone = np.stack([encoder.encode([q], 64).pooled[0] for q in queries])
         same = int((alone == together).all(axis=1).sum())
-        print(f"{precision}: 1 query per pass {1000 * one:.1f} ms/query; 32 in one pass {1000 * batch / 32:.1f} ms/query; "
+        print(f"{precision}: 1 query per pass {1000 * one:.1f} ms/query; "
+              f"32 in one pass {1000 * batch / 32:.1f} ms/query; "
               f"alone vs batched: max |delta| {np.abs(alone - together).max():.2g}, {same}/32 vectors identical "
               f"(load {os.getloadavg()[0]:.2f})", flush=True)
 
