@@ -16,6 +16,7 @@ Both indexes are built from the cached fp16 token index when missing (``cascade 
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -33,6 +34,9 @@ def folder_bytes(path: Path) -> dict:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args()  # no options: SciFact from $SCIFACT or the shared data folder, caches under $CASCADE_CACHE_DIR
+
     from cascade import load_beir
     from cascade.stages.colbert import ColBERT
 
