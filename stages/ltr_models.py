@@ -51,6 +51,9 @@ class Ranker:
     def importances(self) -> dict[str, float]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def save(self, path: Path) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def _meta(self) -> dict:
         return {"format": FORMAT, "kind": self.kind, "features": self.features, "params": self.params,
                 "trained_on": self.trained_on}
@@ -145,7 +148,8 @@ def _pairs(y: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for start, end in zip(*_bounds(groups)):
         rel = y[start:end]
         a, b = np.nonzero(rel[:, None] > rel[None, :])
-        his.append(a + start), los.append(b + start)
+        his.append(a + start)
+        los.append(b + start)
     return (np.concatenate(his), np.concatenate(los)) if his else (np.zeros(0, int), np.zeros(0, int))
 
 
@@ -193,11 +197,11 @@ def load(path: str | Path) -> Ranker:
         if meta.get("format") != FORMAT:
             raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT}")
         if kind == "linear":
-            ranker: Ranker = LinearRanker(features, trained_on, meta.get("params", {}), meta["mean"], meta["std"],
-                                          meta["weights"])
-            if not len(ranker.weights) == len(features) == len(ranker.mean):
+            linear = LinearRanker(features, trained_on, meta.get("params", {}), meta["mean"], meta["std"],
+                                  meta["weights"])
+            if not len(linear.weights) == len(features) == len(linear.mean):
                 raise ValueError("weights, mean and features differ in length")
-            return ranker
+            return linear
         if kind == "lambdamart":
             lgb = _lightgbm()
             booster = lgb.Booster(model_str=(path.parent / meta["booster"]).read_text(encoding="utf-8"))

@@ -7,6 +7,7 @@ A new argument without an entry below fails ``test_every_argument_is_covered``.
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import numpy as np
 import pytest
@@ -48,7 +49,7 @@ DATASETS = {(BM25, "epsilon"): _common_term_dataset, (ColBERT, "ncells"): _large
             (ColBERT, "search"): _larger_dataset}
 
 # stage class -> argument -> (base keyword arguments, another value)
-CASES = {
+CASES: dict[type, dict[str, tuple[dict[str, Any], Any]]] = {
     BM25: {"k": ({}, 2), "backend": ({}, "rank_bm25"), "k1": ({}, 0.3), "b": ({}, 0.1),
            "method": ({}, "robertson"), "variant": ({"backend": "rank_bm25"}, "bm25plus"),
            "delta": ({"method": "bm25+"}, 2.0), "epsilon": ({"backend": "rank_bm25", "k1": 3.0}, 5.0),

@@ -1,6 +1,7 @@
 """Padded-array candidate lists and the batch that travels between stages."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -78,7 +79,7 @@ class Candidates:
 
     def feature(self, name: str) -> np.ndarray:
         """The (Q, K) column ``name`` (NaN at padding); a KeyError naming the columns there are."""
-        if name not in self.feature_names:
+        if self.features is None or name not in self.feature_names:
             raise KeyError(f"no feature column {name!r}; these candidates have {list(self.feature_names) or 'none'}")
         return self.features[:, :, self.feature_names.index(name)]
 
@@ -173,7 +174,7 @@ class Candidates:
             )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Batch:
     """What one stage hands the next: the queries, the corpus and the current candidates.
 
@@ -189,9 +190,17 @@ class Batch:
     query_ids: tuple[str, ...] = field(default=())
     allowed: np.ndarray | None = field(default=None, compare=False)
 
+    def __init__(self, query_texts: Sequence[str], corpus: Corpus, candidates: Candidates | None = None,
+                 query_ids: Sequence[str] = (), allowed: np.ndarray | None = None) -> None:
+        # query texts and ids: any sequences, kept as tuples
+        object.__setattr__(self, "query_texts", tuple(query_texts))
+        object.__setattr__(self, "corpus", corpus)
+        object.__setattr__(self, "candidates", candidates)
+        object.__setattr__(self, "query_ids", tuple(query_ids))
+        object.__setattr__(self, "allowed", allowed)
+        self.__post_init__()
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "query_texts", tuple(self.query_texts))
-        object.__setattr__(self, "query_ids", tuple(self.query_ids))
         if self.query_ids and len(self.query_ids) != len(self.query_texts):
             raise ValueError("query_ids and query_texts differ in length")
         if self.allowed is not None:

@@ -2,9 +2,17 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, Literal, overload
 
 from cascade.core.errors import ConfigError
+
+
+@overload
+def check_positive(value: Any, what: str, allow_none: Literal[False], null_means: str = "") -> int: ...
+
+
+@overload
+def check_positive(value: Any, what: str, allow_none: bool = True, null_means: str = "") -> int | None: ...
 
 
 def check_positive(value: Any, what: str, allow_none: bool = True, null_means: str = "") -> int | None:

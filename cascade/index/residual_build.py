@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import DTypeLike
 from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def _payload(path: Path) -> tuple[int, tuple, np.dtype]:
         return f.tell(), shape, dtype
 
 
-def new_npy(path: Path, dtype: np.dtype, shape: tuple) -> int:
+def new_npy(path: Path, dtype: DTypeLike, shape: tuple) -> int:
     """Write the header of a C-ordered ``.npy`` of ``shape``; return its size (where the data starts)."""
     with open(path, "wb") as f:
         np.lib.format.write_array_header_2_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
