@@ -109,8 +109,9 @@ class Candidates:
         return cls(np.full((num_queries, 0), PAD, np.int64), np.zeros((num_queries, 0), np.float32))
 
     @classmethod
-    def from_lists(cls, doc_idx: list[list[int]], scores: list[list[float]]) -> Candidates:
-        """Build from ragged per-query lists, padding to the longest row."""
+    def from_lists(cls, doc_idx: Sequence[Sequence[int] | np.ndarray],
+                   scores: Sequence[Sequence[float] | np.ndarray]) -> Candidates:
+        """Build from ragged per-query lists (or 1-D arrays), padding to the longest row."""
         if len(doc_idx) != len(scores):
             raise ValueError("doc_idx and scores need one list per query")
         width = max((len(row) for row in doc_idx), default=0)

@@ -110,7 +110,7 @@ def _copy(src, dst, offset: int, count: int) -> None:
         count -= len(data)
 
 
-def concat_npy(out: Path, parts: list[Path], dtype: np.dtype) -> tuple:
+def concat_npy(out: Path, parts: list[Path], dtype: DTypeLike) -> tuple:
     """Concatenate the ``.npy`` files ``parts`` (same dtype and row shape) along axis 0 into ``out``."""
     heads = [_payload(p) for p in parts]
     rows = sum(shape[0] for _, shape, _ in heads)
