@@ -76,7 +76,7 @@ class LearnedFusion(Stage):
         return list(self.ranker.features) if self.ranker else []
 
     # --- training -------------------------------------------------------------------------
-    def fit(self, pipeline: Stage, dataset: Dataset) -> "LearnedFusion":
+    def fit(self, pipeline: Stage, dataset: Dataset) -> LearnedFusion:
         """Train on the candidates ``pipeline`` (the stages before this one) gives ``dataset``'s judged queries."""
         base = before_learned(pipeline)
         judged = check_judged(dataset, "fit")
@@ -85,7 +85,7 @@ class LearnedFusion(Stage):
         self.fit_candidates(run, dataset, keep)
         return self
 
-    def fit_candidates(self, run: Run, dataset: Dataset, rows: list[int] | None = None) -> "LearnedFusion":
+    def fit_candidates(self, run: Run, dataset: Dataset, rows: list[int] | None = None) -> LearnedFusion:
         """Train on ``run``'s recorded candidates (only query ``rows``; None: all), judged by ``dataset.qrels``."""
         cands = run.candidates
         rows = list(range(cands.num_queries)) if rows is None else list(rows)
@@ -131,6 +131,7 @@ class LearnedFusion(Stage):
                               "fit(pipeline, dataset) first")
         self.check_queries(batch.corpus, batch.query_ids)
         cands = batch.candidates
+        assert cands is not None, "a reranking stage is scored on candidates (Stage.__call__ retrieves first)"
         x = feature_matrix(cands, self.ranker.features, self.name)
         out = np.full(cands.doc_idx.shape, -np.inf, np.float32)
         out[cands.mask] = self.ranker.predict(x)
@@ -178,6 +179,8 @@ def feature_matrix(cands: Candidates, names: list[str], owner: str = "ltr") -> n
                           f"(it records {list(cands.feature_names) or 'none'}); the model was trained on another "
                           "pipeline: retrain it on this one, or run the pipeline it was trained on")
     cols = [cands.feature_names.index(n) for n in names]
+    if cands.features is None:  # no column recorded at all (and the model names none)
+        return np.zeros((int(cands.mask.sum()), 0), np.float32)
     x = cands.features[cands.mask][:, cols]
     bad = np.isnan(x)
     if bad.any():
@@ -187,9 +190,14 @@ def feature_matrix(cands: Candidates, names: list[str], owner: str = "ltr") -> n
     return x
 
 
+def _rows(features: np.ndarray | None, rows: list[int]) -> np.ndarray | None:
+    """The feature columns of query ``rows`` (None: the candidates record none)."""
+    return None if features is None else features[rows]
+
+
 def training_rows(cands: Candidates, run: Run, qrels: dict, rows: list[int], names: list[str]):
     """Rows ``x``, relevance ``y`` and query ``groups`` of the candidates of query rows ``rows``."""
-    sub = Candidates(cands.doc_idx[rows], cands.scores[rows], cands.features[rows], cands.feature_names)
+    sub = Candidates(cands.doc_idx[rows], cands.scores[rows], _rows(cands.features, rows), cands.feature_names)
     x = feature_matrix(sub, names, "fit")
     q_of, k_of = np.nonzero(sub.mask)
     y = np.array([qrels.get(run.query_ids[rows[q]], {}).get(run.doc_ids[sub.doc_idx[q, k]], 0)
@@ -234,7 +242,8 @@ def cross_validate(pipeline: Stage, dataset: Dataset, folds: int | list = 5, see
         model = LearnedFusion(k=k, kind=kind, params=params, name=name).fit_candidates(run, dataset, train)
         test = [row_of[q] for q in held]
         batch = Batch(tuple(run.query_ids[r] for r in test), dataset.corpus,
-                      Candidates(cands.doc_idx[test], cands.scores[test], cands.features[test], cands.feature_names),
+                      Candidates(cands.doc_idx[test], cands.scores[test], _rows(cands.features, test),
+                                 cands.feature_names),
                       tuple(run.query_ids[r] for r in test))
         start = time.perf_counter()
         scores[test] = model.score(batch)
@@ -242,7 +251,8 @@ def cross_validate(pipeline: Stage, dataset: Dataset, folds: int | list = 5, see
         models.append(model)
     start = time.perf_counter()
     scored = [row_of[q] for p in parts for q in p]
-    final = Candidates(cands.doc_idx[scored], scores[scored], cands.features[scored], cands.feature_names).topk(k)
+    final = Candidates(cands.doc_idx[scored], scores[scored], _rows(cands.features, scored),
+                       cands.feature_names).topk(k)
     seconds += time.perf_counter() - start
     ids = tuple(run.query_ids[r] for r in scored)
     trace = tuple(StageTrace(t.name, t.k, Candidates(t.candidates.doc_idx[scored], t.candidates.scores[scored]),
@@ -265,7 +275,8 @@ def recorded_columns(stages: list[Stage]) -> list[str] | None:
             return None
         names += [] if names else ["doc.length"]
         names += [f"{stage.name}.{c}" for c in ("score", "z", "rank")]
-        names += [f"{stage.name}.fused"] if stage.fusion is not None and stage is not stages[0] else []  # not retrieving
+        retrieving = stage is stages[0]  # the first stage retrieves: nothing to fuse with
+        names += [f"{stage.name}.fused"] if stage.fusion is not None and not retrieving else []
         names += [f"{stage.name}.{c}" for c in getattr(stage, "feature_columns", ())]
     return names
 

@@ -51,6 +51,9 @@ class Ranker:
     def importances(self) -> dict[str, float]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def save(self, path: Path) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def _meta(self) -> dict:
         return {"format": FORMAT, "kind": self.kind, "features": self.features, "params": self.params,
                 "trained_on": self.trained_on}
@@ -67,7 +70,7 @@ class LinearRanker(Ranker):
         self.weights = np.asarray(weights, np.float64)
 
     @classmethod
-    def train(cls, x: np.ndarray, y: np.ndarray, groups: np.ndarray, features, trained_on, params) -> "LinearRanker":
+    def train(cls, x: np.ndarray, y: np.ndarray, groups: np.ndarray, features, trained_on, params) -> LinearRanker:
         from scipy.optimize import minimize
 
         l2 = float(params.get("l2", 1e-3))
@@ -112,7 +115,7 @@ class LambdaMART(Ranker):
         self.booster = booster
 
     @classmethod
-    def train(cls, x, y, groups, features, trained_on, params) -> "LambdaMART":
+    def train(cls, x, y, groups, features, trained_on, params) -> LambdaMART:
         lgb = _lightgbm()
         params = {**LAMBDAMART_DEFAULTS, **params}
         sizes = np.diff(np.flatnonzero(np.r_[True, groups[1:] != groups[:-1], True]))
@@ -145,7 +148,8 @@ def _pairs(y: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for start, end in zip(*_bounds(groups)):
         rel = y[start:end]
         a, b = np.nonzero(rel[:, None] > rel[None, :])
-        his.append(a + start), los.append(b + start)
+        his.append(a + start)
+        los.append(b + start)
     return (np.concatenate(his), np.concatenate(los)) if his else (np.zeros(0, int), np.zeros(0, int))
 
 
@@ -193,11 +197,11 @@ def load(path: str | Path) -> Ranker:
         if meta.get("format") != FORMAT:
             raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT}")
         if kind == "linear":
-            ranker: Ranker = LinearRanker(features, trained_on, meta.get("params", {}), meta["mean"], meta["std"],
-                                          meta["weights"])
-            if not len(ranker.weights) == len(features) == len(ranker.mean):
+            linear = LinearRanker(features, trained_on, meta.get("params", {}), meta["mean"], meta["std"],
+                                  meta["weights"])
+            if not len(linear.weights) == len(features) == len(linear.mean):
                 raise ValueError("weights, mean and features differ in length")
-            return ranker
+            return linear
         if kind == "lambdamart":
             lgb = _lightgbm()
             booster = lgb.Booster(model_str=(path.parent / meta["booster"]).read_text(encoding="utf-8"))

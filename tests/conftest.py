@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -31,6 +32,28 @@ QRELS = {"q1": {"d1": 1, "d3": 1}, "q2": {"d2": 1}, "q3": {"d5": 2}, "q4": {"d4"
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own cache dir unless it sets one."""
     monkeypatch.setenv("CASCADE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Undo what a test's in-process CLI call does to logging: the commands set the ``cascade`` logger to INFO
+    and Hydra or ``logging.basicConfig`` add handlers (on streams a capture fixture then closes). Left in place,
+    a later test sees INFO records it expects to be filtered, and logging errors on the closed streams."""
+    manager = logging.Logger.manager
+    before = {name: (lg.level, list(lg.handlers), lg.propagate, lg.disabled)
+              for name, lg in manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+    root = logging.getLogger()
+    root_before = (root.level, list(root.handlers))
+    yield
+    for name, lg in list(manager.loggerDict.items()):
+        if not isinstance(lg, logging.Logger):
+            continue
+        level, handlers, propagate, disabled = before.get(name, (logging.NOTSET, [], True, False))
+        lg.setLevel(level)
+        lg.handlers[:] = handlers
+        lg.propagate, lg.disabled = propagate, disabled
+    root.setLevel(root_before[0])
+    root.handlers[:] = root_before[1]
 
 
 def write_beir(root: Path, docs=DOCS, queries=QUERIES, qrels=QRELS, split="test") -> Path:

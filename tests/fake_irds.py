@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 import types
 from collections import namedtuple
+from typing import Any
 
 from conftest import DOCS, QRELS, QUERIES
 
@@ -47,7 +48,7 @@ def tiny(extra_queries: dict[str, str] | None = None) -> FakeDataset:
 
 def install(monkeypatch, datasets: dict[str, FakeDataset]) -> types.ModuleType:
     """Put a fake ``ir_datasets`` module serving ``datasets`` (by id) into ``sys.modules``."""
-    module = types.ModuleType("ir_datasets")
+    module: Any = types.ModuleType("ir_datasets")  # Any: given the attribute ir_datasets has
     module.load = lambda dataset_id: datasets[dataset_id]  # KeyError for an unknown id, as ir_datasets
     monkeypatch.setitem(sys.modules, "ir_datasets", module)
     return module

@@ -48,7 +48,7 @@ def test_padding_scores_forced_to_neg_inf():
 def test_frozen():
     c = Candidates.empty(2)
     with pytest.raises(AttributeError):
-        c.doc_idx = np.zeros((2, 0))  # type: ignore[misc]
+        c.doc_idx = np.zeros((2, 0))  # frozen
 
 
 def test_batch_checks_rows_and_corpus_range():

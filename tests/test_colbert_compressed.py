@@ -43,7 +43,8 @@ def test_compressed_maxsim_equals_decompress_then_naive(model, tmp_path, nbits):
     col.prepare(CORPUS)
     index = col._index
     info = col.index_info()
-    assert info["payload_bytes_per_token"] == index.codes.itemsize + index.codec.dim * nbits // 8 + 2  # + fp16 norm delta
+    # + 2: the fp16 norm delta
+    assert info["payload_bytes_per_token"] == index.codes.itemsize + index.codec.dim * nbits // 8 + 2
     queries, mask = col.encoder.encode_queries(QUERIES)
     doc_idx = np.array([[0, 5, 17, -1], [3, 3, 119, 60], [-1, -1, -1, -1], [1, 2, 4, 8]])
     full = index.decompress_rows(np.arange(len(index.codes)))
@@ -132,7 +133,8 @@ def test_a_corpus_too_small_for_the_centroids_gets_fewer(model, tmp_path, caplog
 def test_compressed_index_derives_from_a_cached_fp16_index(model, tmp_path, caplog):
     """With the fp16 index of the same pass cached, compression reads it chunk by chunk: no encoding."""
     ColBERT(k=5, model=model, cache_dir=tmp_path, progress=False, chunk_size=16).prepare(CORPUS)
-    with caplog.at_level(logging.INFO):
+    caplog.clear()  # only the second prepare's records count, whatever level the logger had for the first
+    with caplog.at_level(logging.INFO, logger="cascade"):
         col = stage(model, tmp_path, chunk_size=16)
         col.prepare(CORPUS)
     assert "compressed" in caplog.text and "token vectors from" in caplog.text

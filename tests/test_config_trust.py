@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from cascade import ConfigError
 from cascade.app.hydra_checks import check_env, check_logging
@@ -158,7 +158,7 @@ def test_options_that_run_code_or_dodge_the_check_are_refused():
 
 
 # --- logging configs ------------------------------------------------------------------------------
-def _logging(handler: dict, root: str = "job_logging") -> OmegaConf:
+def _logging(handler: dict, root: str = "job_logging") -> DictConfig:
     return OmegaConf.create({"hydra": {root: {"version": 1, "handlers": {"h": handler},
                                               "root": {"handlers": ["h"]}}}})
 

@@ -99,6 +99,7 @@ class _Constant(Stage):
     """Scores every candidate 1.0: the fused order is decided by the incoming scores and ties."""
 
     def score(self, batch: Batch) -> np.ndarray:
+        assert batch.candidates is not None  # a reranker is scored on candidates
         return np.ones(batch.candidates.doc_idx.shape, np.float32)
 
 

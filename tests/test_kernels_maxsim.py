@@ -84,6 +84,7 @@ def load_mutant(old: str, new: str):
     src = pathlib.Path(kernels.__file__).read_text()
     assert old in src, f"mutation target {old!r} vanished from maxsim.py: update this test"
     spec = importlib.util.spec_from_loader("maxsim_mutant", loader=None)
+    assert spec is not None
     module = importlib.util.module_from_spec(spec)
     exec(compile(src.replace(old, new), "maxsim_mutant", "exec"), module.__dict__)
     return module

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from test_contract import _tiny
 
 import cascade
 from cascade import Batch, Candidates, Fusion
@@ -16,7 +17,6 @@ from cascade.stages.bm25 import BM25
 from cascade.stages.colbert import ColBERT
 from cascade.stages.ltr import LearnedFusion, collect, cross_validate, learned_pipeline
 from cascade.stages.ltr_models import LinearRanker
-from test_contract import _tiny
 
 LGB = {"n_estimators": 20, "min_child_samples": 1, "num_leaves": 4}
 

@@ -154,7 +154,8 @@ def test_bf16_vectors_are_close_to_fp32_but_not_equal(bf16_cpu, tiny_st, tiny_co
 
 
 def test_a_pass_rebuilt_from_its_recipe_keeps_its_precision(bf16_cpu, tiny_st, tiny_colbert):
-    passes = [SentenceEncoder(tiny_st, "cpu", "bf16").doc_pass(32), SentenceEncoder(tiny_st, "cpu", "fp32").doc_pass(32),
+    passes = [SentenceEncoder(tiny_st, "cpu", "bf16").doc_pass(32),
+              SentenceEncoder(tiny_st, "cpu", "fp32").doc_pass(32),
               load_token_encoder(tiny_colbert, "auto", "cpu", precision="bf16").doc_pass()]
     here = [p.encode(TEXTS, None).tokens for p in passes]
     rebuilt = [p.recipe("cpu")(TEXTS, None).tokens for p in passes]  # what a Ray worker runs
@@ -181,7 +182,7 @@ def test_precision_separates_every_encoded_artifact(bf16_cpu, tiny_st, corpus, t
 
 def test_auto_shares_fp32_builds_on_a_cpu_without_bf16(plain_cpu, tiny_st, corpus, tmp_path):
     for cls in (BiEncoder, ColBERT):
-        make = lambda p: cls(model=tiny_st, precision=p, cache_dir=tmp_path, progress=False)  # noqa: E731
+        make = lambda p, cls=cls: cls(model=tiny_st, precision=p, cache_dir=tmp_path, progress=False)
         assert _paths(make("auto"), corpus) == _paths(make("fp32"), corpus)
 
 

@@ -7,16 +7,17 @@ A new argument without an entry below fails ``test_every_argument_is_covered``.
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import numpy as np
 import pytest
+from test_contract import _tiny
 
 from cascade import Batch, Candidates, Fusion
 from cascade.stages.biencoder import BiEncoder
 from cascade.stages.bm25 import BM25
 from cascade.stages.colbert import ColBERT
 from cascade.stages.cross_encoder import CrossEncoder
-from test_contract import _tiny
 
 # where files go, how progress shows, names, batching for speed: declared not to change results or keys
 NO_EFFECT = {"cache_dir", "progress", "name", "device", "batch_size", "chunk_size", "block_rows",
@@ -48,13 +49,14 @@ DATASETS = {(BM25, "epsilon"): _common_term_dataset, (ColBERT, "ncells"): _large
             (ColBERT, "search"): _larger_dataset}
 
 # stage class -> argument -> (base keyword arguments, another value)
-CASES = {
+CASES: dict[type, dict[str, tuple[dict[str, Any], Any]]] = {
     BM25: {"k": ({}, 2), "backend": ({}, "rank_bm25"), "k1": ({}, 0.3), "b": ({}, 0.1),
            "method": ({}, "robertson"), "variant": ({"backend": "rank_bm25"}, "bm25plus"),
            "delta": ({"method": "bm25+"}, 2.0), "epsilon": ({"backend": "rank_bm25", "k1": 3.0}, 5.0),
            "stemmer": ({}, None), "stopwords": ({}, None), "fusion": ({}, Fusion("zscore", 0.9, 0.1))},
     BiEncoder: {"k": ({}, 2), "model": ({}, "st_other"), "query_max_length": ({}, 3), "doc_max_length": ({}, 3),
-                "query_prefix": ({}, "query: "), "doc_prefix": ({}, "passage: "), "similarity": ({"model": "st_unnormalized"}, "dot"),
+                "query_prefix": ({}, "query: "), "doc_prefix": ({}, "passage: "),
+                "similarity": ({"model": "st_unnormalized"}, "dot"),
                 "precision": ({"precision": "fp32"}, "bf16"),
                 "fusion": ({}, Fusion("zscore", 0.9, 0.1))},
     ColBERT: {"k": ({}, 2), "model": ({}, "pylate"), "format": ({"model": "pylate"}, "plain"),

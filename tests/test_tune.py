@@ -29,7 +29,7 @@ def scores(values) -> dict[str, float]:
 # good on the held-out pair, so the honest cross-validated value is 0; a procedure that looks at the
 # held-out queries would pick A, B, C in turn and claim 1.0, and the choice on all queries (D) 0.4.
 FOLDS = [["q0", "q1"], ["q2", "q3"], ["q4", "q5"]]
-CONFIGS = {
+CONFIGS: dict[str, tuple[float, list[float]]] = {
     "A": (3.0, [1, 1, 0, 0, 0, 0]),
     "B": (3.0, [0, 0, 1, 1, 0, 0]),
     "C": (3.0, [0, 0, 0, 0, 1, 1]),
@@ -108,7 +108,7 @@ def test_bad_settings_are_refused():
 
 # --- over a sweep folder --------------------------------------------------------------------------
 
-def write_sweep(root: Path, baseline: list[str] | str | None = ("x=base",)) -> Path:
+def write_sweep(root: Path, baseline: list[str] | tuple[str, ...] | str | None = ("x=base",)) -> Path:
     """A finished sweep: one job per config of CONFIGS, with per-query nDCG@10 and measured ms/query."""
     root.mkdir(parents=True)
     sweep = {

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 from cascade.core.passes import solo_passes
 from cascade.core.stage import check_positive
@@ -48,9 +49,10 @@ class BatchInfo:
 
 
 # the function a batcher runs: (all queries, the largest k) -> one result per query, then the
-# batch's shared trace; ``cut(result, k)`` narrows one query's result to a request's k
-RunFn = Callable[[Sequence[str], int], tuple[list, object]]
-CutFn = Callable[[object, int], object]
+# batch's shared trace; ``cut(result, k)`` narrows one query's result to a request's k (results and
+# traces are the caller's own types: the batcher only hands them on, hence Any)
+RunFn = Callable[[Sequence[str], int], tuple[list, Any]]
+CutFn = Callable[[Any, int], Any]
 
 
 class Batcher:
@@ -65,7 +67,7 @@ class Batcher:
     """
 
     def __init__(self, run: RunFn, cut: CutFn, max_batch: int = 32, max_wait_ms: float = 2.0,
-                 on_batch: Callable[[BatchInfo, object], None] | None = None, name: str = "batcher"):
+                 on_batch: Callable[[BatchInfo, Any], None] | None = None, name: str = "batcher"):
         self.run, self.cut, self.on_batch = run, cut, on_batch
         self.max_batch = check_positive(max_batch, "max_batch", allow_none=False)
         if isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, (int, float)) or not max_wait_ms >= 0:

@@ -119,14 +119,15 @@ def _baseline(baseline: int | str | None, names: list[str]) -> str | None:
 def _dataset(dataset: Any) -> Dataset:
     if isinstance(dataset, Dataset):
         return dataset
-    try:
-        from cascade.core.sources import load_dataset
-    except ImportError:
-        load_dataset = None
-    if load_dataset is None or not isinstance(dataset, (str, os.PathLike)):
-        raise ConfigError(f"dataset must be a cascade Dataset (e.g. cascade.load_beir(path)), got "
-                          f"{type(dataset).__name__}")
-    return load_dataset(dataset)
+    if isinstance(dataset, (str, os.PathLike)):
+        try:
+            from cascade.core.sources import load_dataset
+        except ImportError:
+            pass
+        else:
+            return load_dataset(dataset)
+    raise ConfigError(f"dataset must be a cascade Dataset (e.g. cascade.load_beir(path)), got "
+                      f"{type(dataset).__name__}")
 
 
 def _learned(pipe: Stage, ds: Dataset) -> str:
@@ -134,11 +135,11 @@ def _learned(pipe: Stage, ds: Dataset) -> str:
     stages = [s for s in pipe.walk() if hasattr(s, "check_queries") and getattr(s, "wants_features", False)]
     if not stages:
         return ""
-    if any(s.ranker is None for s in stages):
+    if any(getattr(s, "ranker", None) is None for s in stages):
         return "cv"
     for s in stages:
         s.check_queries(ds.corpus, ds.query_ids)  # a ConfigError for in-sample scoring without in_sample=True
-    return "in-sample" if any(s.scored_in_sample for s in stages) else "held-out"
+    return "in-sample" if any(getattr(s, "scored_in_sample", False) for s in stages) else "held-out"
 
 
 def _stage_columns(stages: list[dict]) -> dict[str, Any]:
@@ -178,7 +179,7 @@ def Experiment(pipelines: Sequence[Stage], dataset: Dataset, metrics: Sequence[s
     ds = _dataset(dataset)
     learned = {name: _learned(pipe, ds) for name, pipe in zip(labels, pipelines)}  # refuses in-sample before work
     data = ExperimentData(labels, list(pipelines), metrics, {}, {}, base, test, correction)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, pipe in zip(labels, pipelines):
         if learned[name] == "cv":
             from cascade.stages.ltr import cross_validate

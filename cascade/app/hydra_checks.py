@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, Node, OmegaConf
 
 from cascade.app.targets import ENV_VAR, refusal, resolve, user_prefixes
 from cascade.core.errors import ConfigError
@@ -57,6 +57,7 @@ def _resolved(node: Any) -> Any:
         if isinstance(child, (DictConfig, ListConfig)):
             out[k] = _resolved(child)
         else:
+            assert isinstance(child, Node)  # the key is the node's own: its child is a leaf node
             try:
                 out[k] = child._dereference_node()._value()
             except Exception:  # noqa: BLE001

@@ -76,6 +76,7 @@ def finished(cfg: DictConfig, out: Path) -> JobOutcome | None:
     try:
         saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {}
         current = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(current, dict)  # a DictConfig's container is a dict
         same = comparable(saved) == comparable(current)
     except Exception as err:  # an unreadable or unresolvable config: run the job again
         log.warning("cannot compare the config saved in %s (%s); running the job again", out, err)

@@ -32,7 +32,7 @@ def _place_labels(ax, renderer, xs, ys, labels) -> None:
 
     pixels = ax.transData.transform(list(zip(xs, ys))) if xs else []
     dots = [Bbox.from_bounds(x - 4, y - 4, 8, 8) for x, y in pixels]
-    taken = []
+    taken: list[Bbox] = []
     for i in sorted(range(len(xs)), key=lambda j: (xs[j], ys[j])):
         others = taken + [dot for j, dot in enumerate(dots) if j != i]
         for n, (dx, dy, ha) in enumerate(_PLACES):

@@ -82,7 +82,9 @@ def _sweeps(cfg: DictConfig, overrides: list[str]) -> tuple[list[str], list[tupl
 
     params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
     listed = [f"{k}={v}" for k, v in params.items()] + overrides  # the command line wins, as in Hydra
-    fixed, swept, seen = [], {}, set()
+    fixed: list[str] = []
+    swept: dict[str, list[str]] = {}
+    seen: set[str] = set()
     for override in reversed(OverridesParser.create().parse_overrides(listed)):
         key = override.get_key_element()
         if key in seen:
@@ -95,6 +97,7 @@ def _sweeps(cfg: DictConfig, overrides: list[str]) -> tuple[list[str], list[tupl
                 continue
             swept[key] = values
         else:
+            assert override.input_line is not None  # parsed from a line, so it keeps it
             fixed.append(override.input_line)
     return list(reversed(fixed)), list(reversed(swept.items()))
 

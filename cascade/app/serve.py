@@ -138,7 +138,7 @@ def create_app(searchers: Sequence[Searcher], token: str | None = None, limits: 
                 "limits": {k: getattr(limits, k) for k in limits.__dataclass_fields__}}
 
     @app.post("/search", response_model=m.SearchResponse, dependencies=protected)
-    async def search(body: m.SearchRequest):
+    async def search(body: m.SearchRequest):  # type: ignore[name-defined]  # m: models built at runtime
         """The top ``k`` documents per query, with each stage's candidates kept and milliseconds."""
         start = time.perf_counter()
         searcher = by_name[body.pipeline or searchers[0].name]
@@ -154,7 +154,7 @@ def create_app(searchers: Sequence[Searcher], token: str | None = None, limits: 
                           "run_ms": 1000 * info.run_s}}
 
     @app.post("/rerank", response_model=m.RerankResponse, dependencies=protected)
-    async def rerank(body: m.RerankRequest):
+    async def rerank(body: m.RerankRequest):  # type: ignore[name-defined]  # m: models built at runtime
         """``docs`` ranked for ``query`` by the pipeline's stages (nothing cached); hits keep their ``index``."""
         start = time.perf_counter()
         searcher = by_name[body.pipeline or searchers[0].name]
@@ -179,17 +179,17 @@ def create_app(searchers: Sequence[Searcher], token: str | None = None, limits: 
         return [d.model_dump(exclude_none=True) for d in body.docs]
 
     @app.post("/documents", response_model=m.WriteResponse, dependencies=writers)
-    async def add_documents(body: m.AddRequest):
+    async def add_documents(body: m.AddRequest):  # type: ignore[name-defined]  # m: models built at runtime
         """Add documents to the saved index (``cascade serve DIR``); searches see them from the next batch."""
         return await write("add", body.pipeline, len(body.docs), docs=_docs(body))
 
     @app.put("/documents", response_model=m.WriteResponse, dependencies=writers)
-    async def update_documents(body: m.AddRequest):
+    async def update_documents(body: m.AddRequest):  # type: ignore[name-defined]  # m: models built at runtime
         """Replace documents of the saved index by these versions (same ids)."""
         return await write("update", body.pipeline, len(body.docs), docs=_docs(body))
 
     @app.delete("/documents", response_model=m.WriteResponse, dependencies=writers)
-    async def delete_documents(body: m.DeleteRequest):
+    async def delete_documents(body: m.DeleteRequest):  # type: ignore[name-defined]  # m: models built at runtime
         """Delete documents of the saved index by id."""
         return await write("delete", body.pipeline, len(body.ids), ids=list(body.ids), missing=body.missing)
 

@@ -5,7 +5,7 @@ No ``from __future__ import annotations`` here: pydantic and FastAPI read these 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,10 @@ def models(limits: Limits, names: Sequence[str]):
                                              pattern=r"\S")]  # not blank
     Doc = Annotated[str, StringConstraints(max_length=limits.max_doc_chars)]
     K = Annotated[StrictInt, Field(ge=1, le=limits.max_k)]
-    Name = Literal[tuple(names)]  # type: ignore[valid-type]
+    if TYPE_CHECKING:
+        from builtins import str as Name  # to the type checker a pipeline name is a string
+    else:
+        Name = Literal[tuple(names)]  # at runtime: one of this server's pipeline names, in the schema
 
     class SearchRequest(BaseModel):
         """Either ``query`` or ``queries``; the top ``k`` of each from ``pipeline`` (default: the first)."""

@@ -35,11 +35,11 @@ def build_searchers(spec: ServeSpec, stats: Stats | None = None) -> list[Searche
     if spec.indexes:  # saved indexes: each one a ready pipeline over its own documents
         import cascade
 
-        searchers = [Searcher(Path(d).name, cascade.load(d), spec.max_batch, spec.max_wait_ms, stats)
-                     for d in spec.indexes]
-        if len({s.name for s in searchers}) < len(searchers):
+        saved = [Searcher(Path(d).name, cascade.load(d), spec.max_batch, spec.max_wait_ms, stats)
+                 for d in spec.indexes]
+        if len({s.name for s in saved}) < len(saved):
             raise ConfigError(f"saved index folders must have different names, got {list(spec.indexes)}")
-        return searchers
+        return saved
     configs = [compose_config([*spec.overrides, f"pipeline={p}"]) for p in spec.pipelines] \
         or [compose_config(spec.overrides)]  # every config composed and checked before anything is built
     corpora: dict[str, object] = {}

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from cascade.core.errors import ConfigError
 
@@ -17,7 +18,7 @@ TESTS = ("ttest", "randomization")
 CORRECTIONS = ("holm", None)
 
 
-def paired_ttest(a: Sequence[float], b: Sequence[float]) -> float:
+def paired_ttest(a: ArrayLike, b: ArrayLike) -> float:
     """Two-sided p-value of the paired t-test; 1.0 when every pair is equal."""
     diff = np.asarray(b, float) - np.asarray(a, float)
     if diff.size < 2 or np.all(diff == diff[0]):
@@ -27,7 +28,7 @@ def paired_ttest(a: Sequence[float], b: Sequence[float]) -> float:
     return float(stats.ttest_rel(b, a).pvalue)
 
 
-def randomization_test(a: Sequence[float], b: Sequence[float], n_resamples: int = 10_000, seed: int = 0) -> float:
+def randomization_test(a: ArrayLike, b: ArrayLike, n_resamples: int = 10_000, seed: int = 0) -> float:
     """Two-sided p-value of the paired randomization test (random sign flips of the differences).
 
     Exact (every sign pattern) when there are at most ``n_resamples`` patterns; otherwise

@@ -145,7 +145,7 @@ def _significance(jobs: list[dict], base: dict | None, metric: str, test: str) -
     }
     reference = scores.get(base["dir"])
     others = [j for j in jobs if j["status"] == "ok" and j is not base and scores.get(j["dir"]) and reference]
-    results = compare_to_baseline(reference or {}, {j["dir"]: scores[j["dir"]] for j in others}, test, "holm")
+    results = compare_to_baseline(reference or {}, {j["dir"]: scores[j["dir"]] or {} for j in others}, test, "holm")
     for job in others:
         result = results[job["dir"]]
         if result is not None:

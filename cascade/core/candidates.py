@@ -79,7 +79,7 @@ class Candidates:
 
     def feature(self, name: str) -> np.ndarray:
         """The (Q, K) column ``name`` (NaN at padding); a KeyError naming the columns there are."""
-        if name not in self.feature_names:
+        if self.features is None or name not in self.feature_names:
             raise KeyError(f"no feature column {name!r}; these candidates have {list(self.feature_names) or 'none'}")
         assert self.features is not None  # feature_names name its columns
         return self.features[:, :, self.feature_names.index(name)]
@@ -112,7 +112,7 @@ class Candidates:
     @classmethod
     def from_lists(cls, doc_idx: Sequence[Sequence[int] | np.ndarray],
                    scores: Sequence[Sequence[float] | np.ndarray]) -> Candidates:
-        """Build from ragged per-query lists (or 1-d arrays), padding to the longest row."""
+        """Build from ragged per-query lists (or 1-D arrays), padding to the longest row."""
         if len(doc_idx) != len(scores):
             raise ValueError("doc_idx and scores need one list per query")
         width = max((len(row) for row in doc_idx), default=0)
@@ -176,7 +176,7 @@ class Candidates:
             )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Batch:
     """What one stage hands the next: the queries, the corpus and the current candidates.
 
@@ -192,9 +192,17 @@ class Batch:
     query_ids: tuple[str, ...] = field(default=())
     allowed: np.ndarray | None = field(default=None, compare=False)
 
+    def __init__(self, query_texts: Sequence[str], corpus: Corpus, candidates: Candidates | None = None,
+                 query_ids: Sequence[str] = (), allowed: np.ndarray | None = None) -> None:
+        # query texts and ids: any sequences, kept as tuples
+        object.__setattr__(self, "query_texts", tuple(query_texts))
+        object.__setattr__(self, "corpus", corpus)
+        object.__setattr__(self, "candidates", candidates)
+        object.__setattr__(self, "query_ids", tuple(query_ids))
+        object.__setattr__(self, "allowed", allowed)
+        self.__post_init__()
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "query_texts", tuple(self.query_texts))
-        object.__setattr__(self, "query_ids", tuple(self.query_ids))
         if self.query_ids and len(self.query_ids) != len(self.query_texts):
             raise ValueError("query_ids and query_texts differ in length")
         if self.allowed is not None:

@@ -5,6 +5,8 @@ import csv
 import hashlib
 import json
 import logging
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,23 +18,26 @@ log = logging.getLogger(__name__)
 Qrels = dict[str, dict[str, int]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Corpus:
     """Documents by row index: ``ids[i]`` is the string id of the text ``texts[i]``."""
 
     ids: tuple[str, ...]
     texts: tuple[str, ...]
 
+    def __init__(self, ids: Sequence[str], texts: Sequence[str]) -> None:
+        # any sequences (lists, tuples...), kept as tuples
+        object.__setattr__(self, "ids", tuple(ids))
+        object.__setattr__(self, "texts", tuple(texts))
+        self.__post_init__()
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ids", tuple(self.ids))
-        object.__setattr__(self, "texts", tuple(self.texts))
         if len(self.ids) != len(self.texts):
             raise DataError(f"corpus has {len(self.ids)} ids but {len(self.texts)} texts")
         if not self.ids:
             raise DataError("the corpus is empty: give a corpus with at least one document")
         if len(set(self.ids)) != len(self.ids):
-            seen: set[str] = set()
-            dup = next(i for i in self.ids if i in seen or seen.add(i))
+            dup = _first_repeat(self.ids)
             raise DataError(f"the corpus repeats document id {dup!r}; every document needs its own id")
         if not any(t.strip() for t in self.texts):
             raise DataError(f"every one of the {len(self.texts)} documents is empty; nothing can be ranked - "
@@ -58,7 +63,7 @@ class Corpus:
         return {doc_id: i for i, doc_id in enumerate(self.ids)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Dataset:
     """A corpus, the queries of one split, and their relevance judgments."""
 
@@ -68,14 +73,21 @@ class Dataset:
     qrels: Qrels = field(default_factory=dict)
     name: str = "dataset"
 
+    def __init__(self, corpus: Corpus, query_ids: Sequence[str], query_texts: Sequence[str],
+                 qrels: Qrels | None = None, name: str = "dataset") -> None:
+        # query ids and texts: any sequences, kept as tuples; qrels None: no judgments
+        object.__setattr__(self, "corpus", corpus)
+        object.__setattr__(self, "query_ids", tuple(query_ids))
+        object.__setattr__(self, "query_texts", tuple(query_texts))
+        object.__setattr__(self, "qrels", {} if qrels is None else qrels)
+        object.__setattr__(self, "name", name)
+        self.__post_init__()
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "query_ids", tuple(self.query_ids))
-        object.__setattr__(self, "query_texts", tuple(self.query_texts))
         if len(self.query_ids) != len(self.query_texts):
             raise DataError(f"{len(self.query_ids)} query ids but {len(self.query_texts)} query texts")
         if len(set(self.query_ids)) != len(self.query_ids):
-            seen: set[str] = set()
-            dup = next(q for q in self.query_ids if q in seen or seen.add(q))
+            dup = _first_repeat(self.query_ids)
             raise DataError(f"query id {dup!r} appears more than once; every query needs its own id")
         _check_encodable(self.query_texts, "query")
 
@@ -84,6 +96,16 @@ class Dataset:
         ids = self.query_ids[:n_queries]
         qrels = {q: self.qrels[q] for q in ids if q in self.qrels}
         return Dataset(self.corpus, ids, self.query_texts[:n_queries], qrels, self.name)
+
+
+def _first_repeat(items: Sequence[str]) -> str:
+    """The first item that occurred earlier in ``items`` (which holds a repeat)."""
+    seen: set[str] = set()
+    for item in items:
+        if item in seen:
+            return item
+        seen.add(item)
+    raise ValueError("no repeated item")
 
 
 def _check_encodable(texts, what: str) -> None:
@@ -174,7 +196,7 @@ def _restrict_qrels(qrels: Qrels, query_ids: set[str], corpus: Corpus) -> Qrels:
     return {q: docs for q, docs in kept.items() if docs}
 
 
-def _doc_text(row: dict) -> str:
+def _doc_text(row: Mapping) -> str:
     title, text = str(row.get("title") or "").strip(), str(row.get("text") or "").strip()
     return f"{title} {text}".strip()
 
@@ -195,10 +217,10 @@ def load_corpus(path: str | Path) -> Corpus:
     if not any(t.strip() for t in texts):
         raise DataError(f"{path}: every one of the {len(texts)} documents is empty (no title or text); "
                         "nothing can be ranked - check that its lines have 'title'/'text' fields")
-    return Corpus([str(r["_id"]) for _, r in rows], texts)
+    return Corpus(tuple(str(r["_id"]) for _, r in rows), tuple(texts))
 
 
-def load_beir(path: str | Path, split: str = "test", name: str | None = None) -> Dataset:
+def load_beir(path: str | os.PathLike, split: str = "test", name: str | None = None) -> Dataset:
     """Load a BEIR-layout directory: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.
 
     Only queries judged in the split are kept, in the order of queries.jsonl.
@@ -228,7 +250,7 @@ def load_beir(path: str | Path, split: str = "test", name: str | None = None) ->
     qrels = _restrict_qrels(read_qrels_tsv(qrels_path), set(queries), corpus)
     ids = [q for q in queries if q in qrels]
     log.info("loaded %s: %d docs, %d %s queries", root.name, len(corpus), len(ids), split)
-    return Dataset(corpus, ids, [queries[q] for q in ids], qrels, name or root.name)
+    return Dataset(corpus, tuple(ids), tuple(queries[q] for q in ids), qrels, name or root.name)
 
 
 def load_trec(corpus: str | Path, topics: str | Path, qrels: str | Path | None = None, name: str = "trec") -> Dataset:
@@ -249,4 +271,4 @@ def load_trec(corpus: str | Path, topics: str | Path, qrels: str | Path | None =
         texts[row[0]] = row[1]
     judged = _restrict_qrels(read_qrels_tsv(Path(qrels)), set(texts), corpus_obj) if qrels else {}
     ids = [q for q in texts if not qrels or q in judged]
-    return Dataset(corpus_obj, ids, [texts[q] for q in ids], judged, name)
+    return Dataset(corpus_obj, tuple(ids), tuple(texts[q] for q in ids), judged, name)

@@ -62,7 +62,7 @@ def irds_corpus(dataset_id: str) -> Corpus:
     empty = sum(not t.strip() for t in texts)
     if empty and empty < len(texts):
         log.warning("%s: %d of %d documents have no text", dataset_id, empty, len(texts))
-    return Corpus(ids, texts)
+    return Corpus(tuple(ids), tuple(texts))
 
 
 def irds_queries(dataset_id: str) -> dict[str, str]:
@@ -99,4 +99,5 @@ def load_irds(id: str, name: str | None = None) -> Dataset:  # noqa: A002 - `dat
     if not ids:
         raise DataError(f"ir_datasets {id!r} has no judged query whose judged documents are in its corpus")
     log.info("loaded %s: %d docs, %d queries", id, len(corpus), len(ids))
-    return Dataset(corpus, ids, [queries[q] for q in ids], qrels, name or id.removeprefix("irds:").replace("/", "-"))
+    return Dataset(corpus, tuple(ids), tuple(queries[q] for q in ids), qrels,
+                   name or id.removeprefix("irds:").replace("/", "-"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +94,7 @@ def _parse_trec_run(path: Path) -> Iterator[tuple[int, str, str, float]]:
     """``(line, qid, docid, score)`` of every line of a TREC run file, tab- or space-separated."""
     if not path.is_file():
         raise DataError(f"run file {path} does not exist")
-    width, has_q0, seen = None, False, {}
+    width, has_q0, seen = None, False, dict[tuple[str, str], int]()
     for lineno, line in read_lines(path):
         text = line.strip()
         if not text:
@@ -123,7 +124,7 @@ def _parse_trec_run(path: Path) -> Iterator[tuple[int, str, str, float]]:
         raise DataError(f"run file {path} holds no ranked documents")
 
 
-def read_run(path: str | Path) -> RunDict:
+def read_run(path: str | os.PathLike) -> RunDict:
     """Read a TREC run file, without a corpus, as ``{qid: {docid: score}}`` (scores at full precision).
 
     Lines are ``qid Q0 docid rank score tag``, tab- or space-separated; a 5-column file without

@@ -120,7 +120,7 @@ def corpus(source: Any) -> Corpus:
                         f"give {_FORMS['corpus']}")
     docs = _unique(_pairs(source, "corpus", ("docno", "text")), "corpus", "document")
     texts = [_doc_text(v) if isinstance(v, Mapping) else v for v in docs.values()]
-    return Corpus(list(docs), [_text(t, f"corpus: document {d!r}") for d, t in zip(docs, texts)])
+    return Corpus(tuple(docs), tuple(_text(t, f"corpus: document {d!r}") for d, t in zip(docs, texts)))
 
 
 def queries(source: Any) -> dict[str, str]:
@@ -228,7 +228,7 @@ def dataset(corpus: Any, queries: Any, qrels: Any = None, name: str = "dataset")
         raise DataError(f"no judgment in the qrels names both a query and a document of this dataset (qrels name "
                         f"e.g. query {q!r}, document {d!r}; queries are e.g. {next(iter(topics))!r}, documents "
                         f"e.g. {docs.ids[0]!r}); check that the ids match")
-    return Dataset(docs, list(topics), list(topics.values()), kept, name)
+    return Dataset(docs, tuple(topics), tuple(topics.values()), kept, name)
 
 
 _corpus, _queries, _qrels = corpus, queries, qrels  # dataset()'s parameters shadow the public names

@@ -202,7 +202,7 @@ class _PyLateDense:
                          "make in_features the width of the previous layer (PyLate would fail on it too)")
 
         state = load_state(path, ["linear.weight"])
-        expected = {"linear.weight": (out_features, in_features)}
+        expected: dict[str, tuple[int, ...]] = {"linear.weight": (out_features, in_features)}
         if has_bias:
             expected["linear.bias"] = (out_features,)
         if use_residual and in_features != out_features:

@@ -163,9 +163,11 @@ class SentenceEncoder:
         key = ("sentence", identity, int(max_length), prefix, self.precision)
         recipe = functools.partial(sentence_pass, self.name, identity, int(max_length), prefix, int(batch_size),
                                    precision=self.precision)
-        return DocPass(key, lambda texts, on_batch=None: self.encode(texts, max_length, prefix, batch_size,
-                                                                      on_batch=on_batch), recipe, self.precision,
-                       self.device)
+
+        def encode(texts: list[str], on_batch: Callable[[int], None] | None = None) -> Encoded:
+            return self.encode(texts, max_length, prefix, batch_size, on_batch=on_batch)
+
+        return DocPass(key, encode, recipe, self.precision, self.device)
 
     @property
     def default_max_length(self) -> int:

@@ -48,9 +48,11 @@ class TokenEncoder:
     """
 
     format = "base"
-    precision, device = "fp32", None
+    precision: str = "fp32"
+    device: str | None = None
 
-    def __init__(self, query_max_length: int | None, doc_max_length: int | None, batch_size: int):
+    def __init__(self, query_max_length: int, doc_max_length: int, batch_size: int):
+        # every subclass resolves its lengths (its checkpoint's or the model's default) before this
         self.query_max_length, self.doc_max_length, self.batch_size = query_max_length, doc_max_length, batch_size
 
     def settings(self) -> dict:
@@ -104,7 +106,7 @@ class ProjectedEncoder(TokenEncoder):
         super().__init__(query_max_length, doc_max_length, batch_size)
         self.folder, self.device = folder, pick_device(device)
         self.precision = resolve_precision(precision, self.device)
-        self._loaded = None
+        self._loaded: tuple | None = None
 
     def _load(self) -> tuple:
         raise NotImplementedError

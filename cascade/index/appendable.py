@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from cascade.core.errors import CorruptArtifactError
 from cascade.core.files import atomic_save_npy, atomic_write_json
@@ -52,7 +53,7 @@ def _header(dtype: np.dtype, shape: tuple) -> bytes:
     return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode("latin1")
 
 
-def new_spec(name: str, dtype: np.dtype | str, tail: tuple = ()) -> dict:
+def new_spec(name: str, dtype: DTypeLike, tail: tuple = ()) -> dict:
     """The spec of an empty append-only array (its file is made by the first :class:`Appender`)."""
     return {"file": name, "dtype": np.lib.format.dtype_to_descr(np.dtype(dtype)), "shape": [0, *map(int, tail)],
             "ranges": []}
@@ -104,7 +105,7 @@ class Appender:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
         if rows.shape[1:] != self.tail:
             raise ValueError(f"{self.path.name}: rows of shape {rows.shape[1:]} appended to (n, *{self.tail})")
-        data = memoryview(rows.reshape(-1).view(np.uint8))
+        data = rows.reshape(-1).view(np.uint8).data  # a memoryview of the bytes
         half = len(data) // 2
         self.handle.write(data[:half])
         crash_point(f"append {self.path.name}")

@@ -42,13 +42,13 @@ class DocWriter:
 
     def __init__(self, root: Path, parts: dict | None, epoch: int):
         fresh = parts is None
-        if fresh:
+        if parts is None:
             parts = {}
             for field in FIELDS:
                 parts[field] = new_spec(f"docs.{field}.e{epoch}.npy", np.uint8)
                 parts[_offsets(field)] = new_spec(f"docs.{_offsets(field)}.e{epoch}.npy", np.int64)
         self.apps = {name: Appender(root, spec) for name, spec in parts.items()}
-        self.ends = {}
+        self.ends: dict[str, int] = {}
         for field in FIELDS:
             if fresh:
                 self.apps[_offsets(field)].write(np.zeros(1, np.int64))
@@ -156,6 +156,11 @@ class StoredCorpus(Corpus):
     Rows are the index's rows, deleted ones included (so every stage's arrays are indexed by row as
     they are stored); ``live`` (bool per row, None when nothing is deleted) says which count.
     """
+
+    store: DocStore
+    live: np.ndarray | None
+    _fingerprint: str
+    name: str
 
     def __init__(self, store: DocStore, live: np.ndarray | None, fingerprint: str, name: str = ""):
         object.__setattr__(self, "ids", store.ids)

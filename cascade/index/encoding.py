@@ -26,7 +26,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-
 import json
 import logging
 import shutil
@@ -34,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from tqdm.auto import tqdm
 
@@ -44,6 +43,9 @@ from cascade.core.files import atomic_write_json
 from cascade.encoders.sentence import DocPass, Encoded
 from cascade.index import store
 from cascade.kernels.precision import check_precision, resolve_precision
+
+if TYPE_CHECKING:
+    from cascade.core.indexing import Artifact
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +141,9 @@ class EncodedArtifact:
     def is_built(self) -> bool:
         return store.is_valid(self.path)
 
-    def build_group(self, group: Sequence[EncodedArtifact], corpus: Corpus,
-                    engine: EncodingEngine | None = None) -> None:
-        build_pass(group, corpus, engine)
+    def build_group(self, group: Sequence[Artifact], corpus: Corpus, engine: EncodingEngine | None = None) -> None:
+        # a group shares this artifact's group_key, ("encoder-pass", ...): every member is an EncodedArtifact
+        build_pass(cast("Sequence[EncodedArtifact]", group), corpus, engine)
 
     # --- the format: implemented by each subclass ------------------------------------------
     def before_pass(self, corpus: Corpus) -> None:
@@ -265,7 +267,7 @@ def _encode_and_assemble(group: Sequence[EncodedArtifact], corpus: Corpus, engin
         bases = [_chunk_base(art, s) for s, _ in ranges]
         truncated = sum(int(json.loads(b.with_suffix(".chunk.json").read_text())["truncated"]) for b in bases)
         meta = {**art.full_meta(corpus), "truncated_docs": truncated, **stats}
-        store.publish(art.path, lambda out, a=art, b=bases: a.assemble(out, b, corpus), meta)
+        store.publish(art.path, functools.partial(art.assemble, bases=bases, corpus=corpus), meta)
         shutil.rmtree(art.partial, ignore_errors=True)
         if truncated:
             log.info("%s: %d of %d documents were longer than %s tokens and were truncated", art.path.name,

@@ -146,7 +146,7 @@ class RayEngine:
 
     def _check_reachable(self) -> None:
         """A HOST:PORT (or ray://HOST:PORT) nobody listens on is an error now (Ray itself retries for minutes)."""
-        if self.address == "auto":
+        if self.address is None or self.address == "auto":  # a private local Ray, or Ray finds the cluster
             return
         host, _, port = self.address.removeprefix("ray://").rpartition(":")
         try:

@@ -20,11 +20,12 @@ import logging
 import os
 import resource
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
+from numpy.typing import DTypeLike
 from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def _payload(path: Path) -> tuple[int, tuple, np.dtype]:
         return f.tell(), shape, dtype
 
 
-def new_npy(path: Path, dtype: np.dtype, shape: tuple) -> int:
+def new_npy(path: Path, dtype: DTypeLike, shape: tuple) -> int:
     """Write the header of a C-ordered ``.npy`` of ``shape``; return its size (where the data starts)."""
     with open(path, "wb") as f:
         np.lib.format.write_array_header_2_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
@@ -109,7 +110,7 @@ def _copy(src, dst, offset: int, count: int) -> None:
         count -= len(data)
 
 
-def concat_npy(out: Path, parts: list[Path], dtype: np.dtype) -> tuple:
+def concat_npy(out: Path, parts: list[Path], dtype: DTypeLike) -> tuple:
     """Concatenate the ``.npy`` files ``parts`` (same dtype and row shape) along axis 0 into ``out``."""
     heads = [_payload(p) for p in parts]
     rows = sum(shape[0] for _, shape, _ in heads)

@@ -27,6 +27,7 @@ class VectorsArtifact(EncodedArtifact):
         self.transform = transform
 
     def save_chunk(self, base: Path, enc: Encoded) -> None:
+        assert enc.pooled is not None, "a vectors artifact is built from a pass that gives pooled vectors"
         vectors = enc.pooled if self.transform is None else self.transform(enc.pooled)
         atomic_save_npy(base.with_suffix(".vectors.npy"), np.asarray(vectors, np.float32))
 

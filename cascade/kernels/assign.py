@@ -23,7 +23,7 @@ import functools
 import math
 import threading
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import faiss
 import numpy as np
@@ -97,7 +97,7 @@ class CoarseAssigner:
 
     @classmethod
     def build(cls, centroids: np.ndarray, num_cells: int | None = None, nprobe: int = NPROBE,
-              rescore: int = RESCORE, seed: int = 0, niter: int = 10) -> "CoarseAssigner":
+              rescore: int = RESCORE, seed: int = 0, niter: int = 10) -> CoarseAssigner:
         """Cells by a spherical k-means of the centroids (``num_cells`` None: :func:`coarse_cells_for`)."""
         centroids = np.ascontiguousarray(centroids, np.float32)
         num_c = len(centroids)

@@ -123,6 +123,7 @@ def maxsim(queries: np.ndarray, query_mask: np.ndarray, tokens: np.ndarray | Non
     dim = queries.shape[-1] if tokens is None else tokens.shape[1]
     tile_rows = max(1, tile_elements // dim)
     if gather is None and scorer is None:
+        assert tokens is not None  # checked above: tokens, gather or scorer
         gather = _direct_gather(tokens, tile_rows, dev)
     lens, starts = lengths[qi, ki], offsets[doc_idx[qi, ki]]
     ends = np.cumsum(lens)
@@ -167,6 +168,7 @@ def _maxsim_block(queries: np.ndarray, query_mask: np.ndarray, gather: Gather | 
             if tile is not None:
                 sim = tile(rows[s:e] if e - s > 1 else np.repeat(rows[s:e], 2))
             else:
+                assert gather is not None  # no scorer: maxsim() made the gather
                 x = torch.as_tensor(gather(rows[s:e]))
                 if x.dtype != cdt or x.device != dev:
                     if x.dtype == torch.float16 and cdt == torch.bfloat16 and dev.type == "cpu":

@@ -58,7 +58,7 @@ def cpuinfo_flags(text: str) -> set[str]:
     return flags
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_bf16_supported() -> bool:
     """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX on x86, BF16 on ARM)."""
     found = sorted(cpu_flags() & _CPU_BF16_FLAGS)

@@ -233,8 +233,8 @@ class ResidualCodec:
                 r = buf[:len(rows)]
                 np.take(values, np.asarray(residuals[rows]), out=r.view(values.dtype), mode="clip")
                 sim = torch.from_numpy(r).to(device=device, dtype=compute_dtype) @ qc
-                idx = np.asarray(codes[rows], np.int64)
-                idx = torch.from_numpy(idx if used is None else np.searchsorted(used, idx)).to(device)
+                cells = np.asarray(codes[rows], np.int64)
+                idx = torch.from_numpy(cells if used is None else np.searchsorted(used, cells)).to(device)
                 scale = torch.from_numpy(np.asarray(deltas[rows], np.float32)).to(device).add_(1.0)
                 return sim.to(torch.float32).add_(cscores.index_select(0, idx)).mul_(scale[:, None])
             return tile

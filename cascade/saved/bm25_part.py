@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from cascade.index.crashpoints import crash_point
 from cascade.saved.parts import Adder, Part, copy_token_rows, kept_offsets
 from cascade.saved.txn import Txn
 from cascade.stages.bm25 import _quiet_bm25s
+
+if TYPE_CHECKING:  # installed as cascade.stages; mypy reads stages/ as the top-level package (pyproject.toml)
+    from stages.bm25 import BM25
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,7 @@ class BM25Part(Part):
     """See the module docstring."""
 
     kind = "bm25"
+    stage: BM25
 
     def files(self, entry: dict) -> list[dict]:
         return [*entry["tokens"].values(), *entry["model"]["files"]]
@@ -107,6 +111,7 @@ class BM25Part(Part):
             tokens.add(stage.tokenizer(corpus.texts[s:s + STEP]))
         folder = txn.name(self.number, "bm25", ext="")
         (txn.root / folder).mkdir()
+        assert stage._model is not None, f"stage {stage.name!r} is saved after it was prepared (its model loaded)"
         with _quiet_bm25s():
             stage._model.save(txn.root / folder, show_progress=False)
         return {"kind": self.kind, "tokens": tokens.finish(), "model": _model_entry(txn, folder, len(corpus)),
@@ -165,7 +170,8 @@ def _model_entry(txn: Txn, folder: str, docs: int) -> dict:
 class _BM25Adder(Adder):
     def __init__(self, entry: dict, txn: Txn, part: BM25Part):
         super().__init__(entry)
-        self.txn, self.part, self.tokens = txn, part, None
+        self.txn, self.part = txn, part
+        self.tokens: _Tokens | None = None  # opened on the first added rows
 
     def add(self, texts: list[str], encoded: dict[Any, Encoded]) -> None:
         if self.tokens is None:

@@ -17,18 +17,21 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cascade.core.data import Corpus
 from cascade.encoders.sentence import DocPass, Encoded
-from cascade.index.appendable import load_file, new_spec, open_array
+from cascade.index.appendable import Appender, load_file, new_spec, open_array
 from cascade.index.residual_index import ResidualIndex
 from cascade.index.token_index import TokenIndex
 from cascade.kernels.residual import ResidualCodec
 from cascade.saved.parts import Adder, Part, copy_rows, copy_token_rows, kept_offsets
 from cascade.saved.txn import Txn
+
+if TYPE_CHECKING:  # installed as cascade.stages; mypy reads stages/ as the top-level package (pyproject.toml)
+    from stages.colbert import ColBERT
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,8 @@ class TokensPart(Part):
     """The fp16 token index (see the module docstring)."""
 
     kind = "colbert_tokens"
-    arrays = ("tokens",)
+    stage: ColBERT
+    arrays: tuple[str, ...] = ("tokens",)
 
     def files(self, entry: dict) -> list[dict]:
         return [entry["offsets"], *(entry[a] for a in self.arrays)]
@@ -52,6 +56,7 @@ class TokensPart(Part):
 
     def export(self, txn: Txn, corpus: Corpus) -> dict:
         index = self.stage._index
+        assert isinstance(index, TokenIndex), f"an fp16 token part exports a TokenIndex, not {type(index).__name__}"
         return {"kind": self.kind, "tokens": copy_rows(txn, txn.name(self.number, "tokens", True), index.tokens),
                 "offsets": copy_rows(txn, txn.name(self.number, "offsets", True), np.asarray(index.offsets))}
 
@@ -78,9 +83,10 @@ class TokensPart(Part):
 class _TokensAdder(Adder):
     def __init__(self, entry: dict, txn: Txn, part: TokensPart):
         super().__init__(entry)
-        self.txn, self.part, self.apps = txn, part, None
+        self.txn, self.part = txn, part
+        self.apps: dict[str, Appender] | None = None  # opened on the first added rows
         self.key = next(iter(part.passes()))
-        self.end = None
+        self.end = self.next_doc = 0  # set with apps: the last token row, the row of the next document
 
     def add(self, texts: list[str], encoded: dict[Any, Encoded]) -> None:
         enc = encoded[self.key]
@@ -122,6 +128,7 @@ class ResidualPart(TokensPart):
 
     def export(self, txn: Txn, corpus: Corpus) -> dict:
         index, n = self.stage._index, self.number
+        assert isinstance(index, ResidualIndex), f"a residual part exports a ResidualIndex, not {type(index).__name__}"
         entry = {"kind": self.kind, "nbits": int(index.codec.nbits), "assignment": getattr(self.stage, "assignment",
                                                                                               "auto"),
                  "offsets": copy_rows(txn, txn.name(n, "offsets", True), np.asarray(index.offsets)),

@@ -12,15 +12,18 @@ vectors. BM25 and ColBERT are in :mod:`cascade.saved.bm25_part` and :mod:`cascad
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cascade.core.data import Corpus
 from cascade.core.stage import Stage
 from cascade.encoders.sentence import DocPass, Encoded
-from cascade.index.appendable import new_spec, open_array
+from cascade.index.appendable import Appender, new_spec, open_array
 from cascade.saved.txn import Txn
+
+if TYPE_CHECKING:  # installed as cascade.stages; mypy reads stages/ as the top-level package (pyproject.toml)
+    from stages.biencoder import BiEncoder
 
 BLOCK_ROWS = 65536  # rows copied per step when exporting or compacting
 
@@ -113,6 +116,7 @@ class DensePart(Part):
     """The bi-encoder's (rows, dim) float32 vectors, append-only."""
 
     kind = "dense"
+    stage: BiEncoder
 
     def files(self, entry: dict) -> list[dict]:
         return [entry["vectors"]]
@@ -124,8 +128,9 @@ class DensePart(Part):
         return {doc_pass.key: doc_pass}
 
     def export(self, txn: Txn, corpus: Corpus) -> dict:
-        return {"kind": self.kind, "vectors": copy_rows(txn, txn.name(self.number, "vectors", True),
-                                                        self.stage._vectors)}
+        vectors = self.stage._vectors
+        assert vectors is not None, f"stage {self.stage.name!r} is saved after it was prepared (its vectors loaded)"
+        return {"kind": self.kind, "vectors": copy_rows(txn, txn.name(self.number, "vectors", True), vectors)}
 
     def attach(self, root: Path, entry: dict, corpus: Corpus) -> None:
         self.stage._vectors = open_array(root, entry["vectors"])
@@ -141,13 +146,16 @@ class DensePart(Part):
 class _DenseAdder(Adder):
     def __init__(self, entry: dict, txn: Txn, part: DensePart):
         super().__init__(entry)
-        self.txn, self.part, self.app = txn, part, None
+        self.txn, self.part = txn, part
+        self.app: Appender | None = None
         self.key = next(iter(part.passes()))
 
     def add(self, texts: list[str], encoded: dict[Any, Encoded]) -> None:
         if self.app is None:  # opened on the first rows: a write that only deletes leaves the file alone
             self.app = self.txn.appender(self.entry["vectors"])
-        self.app.write(self.part.stage._normalize(encoded[self.key].pooled))
+        pooled = encoded[self.key].pooled
+        assert pooled is not None, "the bi-encoder's document pass gives pooled vectors"
+        self.app.write(self.part.stage._normalize(pooled))
 
     def finish(self, live: np.ndarray) -> dict:
         return self.entry if self.app is None else {**self.entry, "vectors": self.app.finish()}

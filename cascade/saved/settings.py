@@ -85,15 +85,16 @@ def describe_stage(stage: Stage) -> dict:
 
 def build_stage(record: dict, model: str | None = None, device: str | None = None) -> Stage:
     """The stage a record describes (``model`` replaces a recorded local model path), checked against its encoding."""
-    cls = CLASSES.get(record.get("class"))
+    cls = CLASSES.get(str(record.get("class")))
     if cls is None:
         raise DataError(f"the index names stage class {record.get('class')!r}, which this cascade does not have")
     settings = dict(record["settings"])
     if model is not None:
         settings["model"] = model
     fusion = Fusion(**record["fusion"]) if record.get("fusion") else None
-    extra = {"device": device} if "device" in inspect.signature(cls.__init__).parameters else {}
-    if "progress" in inspect.signature(cls.__init__).parameters:
+    parameters = inspect.signature(cls).parameters
+    extra: dict[str, Any] = {"device": device} if "device" in parameters else {}
+    if "progress" in parameters:
         extra["progress"] = False
     try:
         stage = cls(k=record["k"], fusion=fusion, name=record["name"], **settings, **extra)

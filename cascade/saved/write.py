@@ -45,6 +45,7 @@ def _encode_and_append(txn: Txn, parts, entries: list[dict], docs: Docs, store_p
     for s in range(0, len(docs.ids), CHUNK):
         texts = docs.texts[s:s + CHUNK]
         encoded = {key: doc_pass.encode(texts, None) for key, doc_pass in passes.items()}
+        assert writer is not None  # opened above: there are documents
         writer.add(docs.ids[s:s + CHUNK], texts, docs.metas[s:s + CHUNK])
         for adder in adders:
             adder.add(texts, encoded)
@@ -64,6 +65,7 @@ def _deleted_spec(txn: Txn, base: dict | None, live: np.ndarray, changed: bool) 
 def _check_ids(index: SavedIndex, op: str, docs: Docs | None, ids: list[str], missing: str) -> list[str]:
     known = index.corpus.index_of
     if op == "add":
+        assert docs is not None, "an add carries its documents"
         taken = [i for i in docs.ids if i in known]
         if taken:
             raise DataError(f"{len(taken)} document id(s) are already in the index, e.g. "

@@ -70,7 +70,7 @@ def main() -> None:
         print(f"{pipe}: fp32 {res['fp32']['ndcg10']:.4f} bf16 {res['bf16']['ndcg10']:.4f}", flush=True)
     when = time.strftime("%Y-%m-%d %H:%M")
     (args.out / "results.json").write_text(json.dumps({"when": when, "rows": rows}, indent=1) + "\n")
-    lines = [f"# bf16 against fp32, every shipped pipeline (SciFact test, 300 queries)\n",
+    lines = ["# bf16 against fp32, every shipped pipeline (SciFact test, 300 queries)\n",
              f"Recorded {when} by `python experiments/bf16_defaults/run.py`.\n",
              "| pipeline | nDCG@10 fp32 | nDCG@10 bf16 | bf16 - fp32 | within 0.001 |", "|---|---|---|---|---|"]
     for r in rows:

@@ -144,7 +144,8 @@ def main() -> None:
     stem = "results" if args.parts == "quality,first,rerank" else f"results_{args.parts.replace(',', '_')}"
     (HERE / f"{stem}.json").write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
     (HERE / f"{stem}.md").write_text(f"Measured {env['date']}, {env['torch_threads']} torch threads, "
-                                     f"load average at the end {env['load_average']}; queries: {env['queries']}.\n\n" + markdown(rows) + "\n")
+                                     f"load average at the end {env['load_average']}; queries: {env['queries']}.\n\n"
+                                     + markdown(rows) + "\n")
 
 
 if __name__ == "__main__":

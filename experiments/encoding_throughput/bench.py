@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from cascade import load_beir
-from cascade.index.store import resolve_cache_dir
-from cascade.encoders.sentence import SentenceEncoder
 from cascade.app.tables import markdown_table
+from cascade.encoders.sentence import SentenceEncoder
+from cascade.index.store import resolve_cache_dir
 
 SCIFACT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "scifact"
 
@@ -44,8 +44,8 @@ def main() -> None:
     print(f"{len(texts)} SciFact documents, max {args.max_length} tokens, torch threads {torch.get_num_threads()}")
     rows = []
     for bs in args.batch_sizes:
-        st = rate(lambda: model.encode(texts, batch_size=bs, show_progress_bar=False), len(texts))
-        ours = rate(lambda: encoder.encode(texts, args.max_length, batch_size=bs), len(texts))
+        st = rate(lambda bs=bs: model.encode(texts, batch_size=bs, show_progress_bar=False), len(texts))
+        ours = rate(lambda bs=bs: encoder.encode(texts, args.max_length, batch_size=bs), len(texts))
         rows.append({"batch_size": bs, "st_encode_pooled_docs/s": st, "cascade_pooled+tokens_docs/s": ours,
                      "ratio": ours / st})
         print(markdown_table(rows[-1:]), flush=True)

@@ -59,7 +59,8 @@ def max_diff(a: dict, b: dict) -> float:
     worst = 0.0
     for s in a:
         assert a[s].lengths.tolist() == b[s].lengths.tolist(), f"chunk {s}: token counts differ"
-        worst = max(worst, float(np.abs(a[s].pooled - b[s].pooled).max()), float(np.abs(a[s].tokens - b[s].tokens).max()))
+        worst = max(worst, float(np.abs(a[s].pooled - b[s].pooled).max()),
+                    float(np.abs(a[s].tokens - b[s].tokens).max()))
     return worst
 
 
@@ -78,7 +79,7 @@ def main() -> None:
     encoder = SentenceEncoder(None, "cpu", "fp32")  # fp32, as the README figures (precision.py: bf16)
     doc_pass = encoder.doc_pass(encoder.default_max_length, "", args.batch_size)
     doc_pass.encode(texts[:8], None)  # load the model and warm up, as a local build finds it
-    engines = [("local (this process, %d torch threads)" % torch.get_num_threads(), LocalEngine()),
+    engines = [(f"local (this process, {torch.get_num_threads()} torch threads)", LocalEngine()),
                ("ray, 1 worker x 1 CPU", RayEngine(num_workers=1)),
                ("ray, 2 workers x 1 CPU", RayEngine(num_workers=2)),
                ("local again (brackets load drift)", LocalEngine())]

@@ -30,7 +30,7 @@ import numpy as np
 from cascade import load_beir
 from cascade.app.tables import markdown_table
 from cascade.encoders.sentence import Encoded, SentenceEncoder
-from cascade.kernels.precision import cpu_flags, cpu_bf16_supported, resolve_precision
+from cascade.kernels.precision import cpu_bf16_supported, cpu_flags, resolve_precision
 
 HERE = Path(__file__).resolve().parent
 SCIFACT = HERE.parents[2] / "shared" / "data" / "scifact"
@@ -80,8 +80,8 @@ def main() -> None:
         order = names if r % 2 == 0 else names[::-1]
         row = {"round": r, "order": " ".join(order), "load_before": load_average()}
         for name in order:
-            doc_s, outputs[name, "docs"] = timed(lambda: runs[name](docs))
-            query_s, outputs[name, "queries"] = timed(lambda: runs[name](queries))
+            doc_s, outputs[name, "docs"] = timed(lambda name=name: runs[name](docs))
+            query_s, outputs[name, "queries"] = timed(lambda name=name: runs[name](queries))
             row[f"{name} docs/s"] = len(docs) / doc_s
             row[f"{name} ms/query"] = 1000 * query_s / len(queries)
         row["load_after"] = load_average()

@@ -9,7 +9,20 @@ experiments/faults/results.md (when all cases ran) and prints it. README.md says
 """
 from __future__ import annotations
 
-import argparse, datetime, json, os, platform, random, re, shlex, shutil, signal, subprocess, sys, tempfile, time
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +58,8 @@ class Proc:
 
 def show(args, cache=None, env=None) -> str:
     cmd = shlex.join(map(str, args)).replace(shlex.join(CLI), "cascade")
-    cmd = "".join(f"{k}={v} " for k, v in {**(env or {}), **({"CASCADE_CACHE_DIR": cache} if cache else {})}.items()) + cmd
+    shown_env = {**(env or {}), **({"CASCADE_CACHE_DIR": cache} if cache else {})}
+    cmd = "".join(f"{k}={v} " for k, v in shown_env.items()) + cmd
     return cmd.replace(str(TMP), "$TMP")
 
 def start(args, cache, env=None, argv=None, **kw) -> subprocess.Popen:
@@ -139,7 +153,8 @@ def case1_config_code_execution():
     secret, copy, pth = root / "secret.txt", root / "copied.txt", root / "evil.pth"
     secret.write_text("top secret\n")
     for sub, label, stage, made in (
-            ("a", "1a `_target_: shutil.copyfile` in pipeline.stages", f"shutil.copyfile,src:{secret},dst:{copy}", copy),
+            ("a", "1a `_target_: shutil.copyfile` in pipeline.stages", f"shutil.copyfile,src:{secret},dst:{copy}",
+             copy),
             ("b", "1b `_target_: numpy.savetxt` writing a .pth file", f"numpy.savetxt,fname:{pth},X:[1]", pth)):
         p = cli(["run", "pipeline=bm25", f"dataset.path={f['tiny']}", f"pipeline.stages=[{{_target_:{stage}}}]",
                  f"hydra.run.dir={root / sub}"], root / "cache")
@@ -215,8 +230,10 @@ def _edit_meta(folder: Path, **changes) -> None:
     (folder / "meta.json").write_text(json.dumps({**meta, **changes}, indent=2))
 
 DAMAGES = {  # name -> (artifact kind, what to do to its folder)
-    "truncated tokens.npy": ("colbert", lambda a: os.truncate(a / "tokens.npy", (a / "tokens.npy").stat().st_size // 2)),
-    "zeroed tokens.npy": ("colbert", lambda a: (a / "tokens.npy").write_bytes(bytes((a / "tokens.npy").stat().st_size))),
+    "truncated tokens.npy": ("colbert",
+                             lambda a: os.truncate(a / "tokens.npy", (a / "tokens.npy").stat().st_size // 2)),
+    "zeroed tokens.npy": ("colbert",
+                          lambda a: (a / "tokens.npy").write_bytes(bytes((a / "tokens.npy").stat().st_size))),
     "deleted tokens.npy": ("colbert", lambda a: (a / "tokens.npy").unlink()),
     "deleted meta.json": ("colbert", lambda a: (a / "meta.json").unlink()),
     "garbled meta.json": ("colbert", lambda a: (a / "meta.json").write_text('{"files": {"tokens.npy": ')),
@@ -272,6 +289,7 @@ def case5_checkpoints():
     import torch
     from safetensors.torch import load_file, save_file
     from sentence_transformers import CrossEncoder as STCrossEncoder
+
     from cascade import load_beir
     from cascade.encoders.colbert_formats import load_token_encoder
     from cascade.stages.bm25 import BM25
@@ -283,20 +301,23 @@ def case5_checkpoints():
     add("5a PyLate Dense config edited to `use_residual: true` (32->16, no residual.weight), CLI", p,
         p.rc == 2 and "use_residual" in message(p) and not p.tb,
         "refused, names use_residual" if p.rc == 2 and "use_residual" in message(p) else
-        f"exit {p.rc}" + (": loaded although the residual weights are missing" if p.rc == 0 else ""), written(root / "run"))
+        f"exit {p.rc}" + (": loaded although the residual weights are missing" if p.rc == 0 else ""),
+        written(root / "run"))
     # equal widths: PyLate computes W x + x, which must equal a plain Dense whose weight is W + I
     res, ref, plain = (tiny_pylate(root / n, hidden=32, dim=32) for n in ("res", "ref", "plain"))
     _edit_dense(res, use_residual=True)
     weights = load_file(str(ref / "1_Dense" / "model.safetensors"))
     weights["linear.weight"] = (weights["linear.weight"] + torch.eye(32)).contiguous()
     save_file(weights, str(ref / "1_Dense" / "model.safetensors"), metadata={"format": "pt"})
-    api = Proc("python: load_token_encoder(PyLate 32->32 edited to use_residual: true, precision=fp32).encode_docs(docs)", 0)
+    api = Proc("python: load_token_encoder(PyLate 32->32 edited to use_residual: true, precision=fp32)"
+               ".encode_docs(docs)", 0)
     try:  # fp32: the check is that the residual is applied exactly (bf16 rounding alone moves vectors ~3e-3)
         a, b, c = (load_token_encoder(str(x), device="cpu", precision="fp32").encode_docs(list(DOCS.values())).tokens
                    for x in (res, ref, plain))
         diff, moved = float(np.abs(a - b).max()), float(np.abs(a - c).max())
         add("5b PyLate Dense config edited to `use_residual: true` (32->32), API", api, diff < 1e-5 and moved > 1e-3,
-            f"max abs diff to the W+I reference {diff:.1e}; the residual moves the vectors by {moved:.2f}", "-", "(loads)")
+            f"max abs diff to the W+I reference {diff:.1e}; the residual moves the vectors by {moved:.2f}", "-",
+            "(loads)")
     except Exception as err:  # noqa: BLE001 - a refusal is acceptable when it says why
         api.rc, api.err = 1, f"{type(err).__name__}: {err}"
         add("5b PyLate Dense config edited to `use_residual: true` (32->32), API", api, "use_residual" in str(err),
@@ -322,7 +343,8 @@ from cascade import Candidates, Run, write_trec_run
 status = lambda key: int(re.search(key + r":\s+(\d+)", open("/proc/self/status").read()).group(1)) / 1024
 rng, (q, k, n) = np.random.default_rng(0), (11000, 1000, 50000)
 scores = np.sort(rng.random((q, k), dtype=np.float32), axis=1)[:, ::-1]
-run = Run(tuple(f"q{i}" for i in range(q)), tuple(f"doc{i}" for i in range(n)), Candidates(rng.integers(0, n, (q, k)), scores))
+run = Run(tuple(f"q{i}" for i in range(q)), tuple(f"doc{i}" for i in range(n)),
+          Candidates(rng.integers(0, n, (q, k)), scores))
 del scores
 before, t = status("VmRSS"), time.time()
 open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
@@ -336,7 +358,8 @@ def case6_run_files():
     root = TMP / "c6"
     root.mkdir()
     if not (SCIFACT / "corpus.jsonl").is_file():
-        add("6a SciFact bm25: run.trec vs metrics.json", Proc("-", None, err=f"no SciFact at {SCIFACT}"), None, "skipped")
+        add("6a SciFact bm25: run.trec vs metrics.json", Proc("-", None, err=f"no SciFact at {SCIFACT}"), None,
+            "skipped")
     else:
         p = cli(["run", "pipeline=bm25", f"dataset.path={SCIFACT}", f"hydra.run.dir={root / 'run'}"], root / "cache",
                 env={"MPLCONFIGDIR": str(root / "mpl")})  # fresh matplotlib config: case 9
@@ -352,7 +375,8 @@ def case6_run_files():
             f"exactly equal: {equal} (max abs diff {worst:.1e}); nDCG@10 {saved.get('nDCG@10', 0):.4f}",
             written(root / "run"))
     r = subprocess.run([sys.executable, "-c", BIG_TREC, str(root / "big.trec")], capture_output=True, text=True)
-    p = Proc("python: write_trec_run(Run of 11,000 queries x 1,000 docs) in a subprocess", r.returncode, r.stdout, r.stderr)
+    p = Proc("python: write_trec_run(Run of 11,000 queries x 1,000 docs) in a subprocess", r.returncode, r.stdout,
+             r.stderr)
     try:
         stats, lines = json.loads(r.stdout.strip().splitlines()[-1]), sum(1 for _ in open(root / "big.trec", "rb"))
         growth = stats["peak"] - stats["before"]
@@ -370,14 +394,16 @@ def _bad(name, data, words, extra=(), pipeline="bm25", rc=2) -> tuple:
             root / "cache")
     lacks = [w for w in words if w.lower() not in message(p).lower()]
     ok = p.rc == rc and not p.tb and not lacks and (written(root / "run") == "no") == (rc != 0)
-    return p, ok, f"message lacks {lacks}" if lacks else f"exit {p.rc}; message names {', '.join(words)}", written(root / "run")
+    note = f"message lacks {lacks}" if lacks else f"exit {p.rc}; message names {', '.join(words)}"
+    return p, ok, note, written(root / "run")
 
 def case7_bad_input():
     f, root = fixtures(), TMP / "c7"
     dup = write_beir(root / "dup", queries=dict(QUERIES))
     with (dup / "queries.jsonl").open("a") as out:
         out.write(json.dumps({"_id": "q1", "text": "a second q1"}) + "\n")
-    add("7 duplicate query id (q1 again on line 5 of queries.jsonl)", *_bad("dup", dup, ["queries.jsonl", "'q1'", "line 5"]))
+    add("7 duplicate query id (q1 again on line 5 of queries.jsonl)",
+        *_bad("dup", dup, ["queries.jsonl", "'q1'", "line 5"]))
     first = [QREL_LINES[2]] + QREL_LINES[:2] + QREL_LINES[3:]  # line 1: "q2 d2 1", q2's only judgment
     p, ok, _, wrote = _bad("nohead", write_beir(root / "nohead", qrels_text="\n".join(first)), [], rc=0)
     summary = TMP / "runs" / "nohead" / "run" / "summary.json"
@@ -394,18 +420,21 @@ def case7_bad_input():
     add("7 lone surrogate (JSON `\\ud800`) in query line 1", *_bad("surrogate", sur, ["queries.jsonl", "line 1"]))
     add("7 `metrics=[]`", *_bad("nometrics", f["tiny"], ["metrics"], ["metrics=[]"]))
     p, ok, note, wrote = _bad("colbert_first", f["medium"], ["colbert", "retrieve"],
-                              ["pipeline.stages=[${stage.colbert}]", f"stage.colbert.model={f['model']}"], "bm25_colbert")
+                              ["pipeline.stages=[${stage.colbert}]", f"stage.colbert.model={f['model']}"],
+                              "bm25_colbert")
     cache = TMP / "runs" / "colbert_first" / "cache"
     made = [str(x.relative_to(cache)) for x in cache.rglob("*")] if cache.exists() else []
     if p.rc == 0:  # ColBERT may retrieve (exhaustive MaxSim) since f4e91a4: then its top 10 must be MaxSim's
         same, diff = _colbert_first_matches(TMP / "runs" / "colbert_first" / "run" / "run.trec", cache)
-        ok, note = same and diff < 1e-3, f"ran as a retriever; top 10 = MaxSim over every document: {same} (score diff {diff:.1e})"
+        ok = same and diff < 1e-3
+        note = f"ran as a retriever; top 10 = MaxSim over every document: {same} (score diff {diff:.1e})"
     add("7 ColBERT first: `pipeline.stages=[${stage.colbert}]`", p, ok and (p.rc == 0 or not made),
         f"{note}; cache entries made: {made[:2] or 'none'}", wrote)
 
 def _colbert_first_matches(trec: Path, cache: Path) -> tuple[bool, float]:
     """Compare a ColBERT-first run file with exact MaxSim reranking of every document (the API, same cache)."""
     import numpy as np
+
     from cascade import Candidates, Stage, load_beir
     from cascade.stages.colbert import ColBERT
 
@@ -432,7 +461,8 @@ def case8_errors():
     from cascade import load_beir
     f, root = fixtures(), TMP / "c8"
     bad = write_beir(root / "utf8")
-    bad.joinpath("corpus.jsonl").write_bytes(bad.joinpath("corpus.jsonl").read_bytes().replace(b"kitten", b"kitt\xffen"))
+    corpus_file = bad.joinpath("corpus.jsonl")
+    corpus_file.write_bytes(corpus_file.read_bytes().replace(b"kitten", b"kitt\xffen"))
     add("8 non-UTF-8 byte on corpus.jsonl line 3, CLI", *_bad("utf8", bad, ["corpus.jsonl", "line 3"]))
     p = Proc(f"python: cascade.load_beir({show([bad])!r})", 0, "loaded without an error")
     try:
@@ -450,7 +480,8 @@ def case8_errors():
         f"exit {p.rc}; says CUDA is unavailable: {says}; blames the model: {blames_model}", wrote)
     hide = ("import sys; sys.modules['hydra_plugins.hydra_ray_launcher'] = None; "
             "from cascade.app.cli import main; sys.exit(main(sys.argv[1:]))")
-    args = ["run", "-m", "pipeline=bm25", "hydra/launcher=ray", f"dataset.path={f['tiny']}", f"hydra.sweep.dir={root / 'ray'}"]
+    args = ["run", "-m", "pipeline=bm25", "hydra/launcher=ray", f"dataset.path={f['tiny']}",
+            f"hydra.sweep.dir={root / 'ray'}"]
     p = cli(args, root / "cache", argv=[sys.executable, "-c", hide, *args],
             shown=["python", "-c", "<hide hydra_plugins.hydra_ray_launcher, then cascade main()>", *args])
     hint = "pip install" in message(p)
@@ -464,8 +495,10 @@ def case8_errors():
              "pipeline.stages=[{_target_:mystage.MyStage}]", f"hydra.run.dir={root / 'mods' / 'run'}"], root / "cache",
             env={"PYTHONPATH": str(root / "mods")})
     cause = "no_such_module" in message(p)
-    add("8 (extra) allowed stage module whose own import fails (ImportError inside it)", p, p.rc == 2 and cause and not p.tb,
-        f"exit {p.rc}; the real cause (No module named ...no_such_module) shown: {cause}", written(root / "mods" / "run"))
+    add("8 (extra) allowed stage module whose own import fails (ImportError inside it)", p,
+        p.rc == 2 and cause and not p.tb,
+        f"exit {p.rc}; the real cause (No module named ...no_such_module) shown: {cause}",
+        written(root / "mods" / "run"))
     cache, run = root / "sigint" / "cache", root / "sigint" / "run"
     args = ["run", "pipeline=bm25_dense", f"dataset.path={f['medium']}", f"stage.biencoder.model={f['model']}",
             "stage.biencoder.chunk_size=16", f"hydra.run.dir={run}"]
@@ -512,26 +545,32 @@ def case11_configs_run_no_code():
     cases = [
         ("11a `cascade.core.files.tempfile.mkdtemp` (a path through a module cascade imports)",
          [f"stage.bm25.fusion={{_target_: cascade.core.files.tempfile.mkdtemp, dir: {made}}}"]),
-        ("11b `cascade.core.files.os.makedirs`", [f"stage.bm25.fusion={{_target_: cascade.core.files.os.makedirs, name: {made}}}"]),
+        ("11b `cascade.core.files.os.makedirs`",
+         [f"stage.bm25.fusion={{_target_: cascade.core.files.os.makedirs, name: {made}}}"]),
         ("11c `cascade.core.stage.np.savetxt` writing a .pth file",
          [f"+dataset.x={{_target_: cascade.core.stage.np.savetxt, fname: {made}.pth, X: [1]}}"]),
         ("11d cascade's own file writer `cascade.core.files.atomic_write_text`",
          [f"+dataset.x={{_target_: cascade.core.files.atomic_write_text, path: {made}, text: x}}"]),
-        ("11e `_partial_: true` target", [f"stage.bm25.fusion={{_target_: cascade.core.files.os.makedirs, _partial_: true}}"]),
-        ("11f target in `_args_`", [f"stage.bm25.fusion={{_target_: cascade.Fusion, _args_: [{{_target_: cascade.core.files.os.makedirs, name: {made}}}]}}"]),
-        ("11g interpolated target", [f"+evil=cascade.core.files.os.makedirs", f"stage.bm25.fusion={{_target_: '${{evil}}', name: {made}}}"]),
+        ("11e `_partial_: true` target",
+         ["stage.bm25.fusion={_target_: cascade.core.files.os.makedirs, _partial_: true}"]),
+        ("11f target in `_args_`",
+         ["stage.bm25.fusion={_target_: cascade.Fusion, _args_: "
+          f"[{{_target_: cascade.core.files.os.makedirs, name: {made}}}]}}"]),
+        ("11g interpolated target",
+         ["+evil=cascade.core.files.os.makedirs", f"stage.bm25.fusion={{_target_: '${{evil}}', name: {made}}}"]),
         ("11h experiment file: job_logging handler `\"()\": os.makedirs`",
          handler(f"        \"()\": os.makedirs\n        name: {made}\n")),
         ("11i experiment file: job_logging `class: logging.FileHandler` writing a .pth file",
          handler(f"        class: logging.FileHandler\n        filename: {made}.pth\n")),
         ("11j experiment file: hydra_logging formatter `\"()\": os.makedirs`",
-         exp("hlog", f"hydra:\n  hydra_logging:\n    formatters:\n      f:\n        \"()\": os.makedirs\n        name: {made}\n")),
+         exp("hlog", "hydra:\n  hydra_logging:\n    formatters:\n      f:\n        \"()\": os.makedirs\n"
+                     f"        name: {made}\n")),
         ("11k `hydra.job.env_set` PYTHONPATH / LD_PRELOAD", ["+hydra.job.env_set.LD_PRELOAD=/tmp/x.so"]),
         ("11l sweep whose second job names `os.makedirs` through an interpolation",
-         ["-m", "+evil=cascade.Fusion,cascade.core.files.os.makedirs", f"stage.bm25.fusion={{_target_: '${{evil}}'}}"]),
+         ["-m", "+evil=cascade.Fusion,cascade.core.files.os.makedirs", "stage.bm25.fusion={_target_: '${evil}'}"]),
         ("11m `--experimental-rerun` (loads a pickled config)", ["--experimental-rerun", root / "config.pickle"]),
     ]
-    for i, (label, extra) in enumerate(cases):
+    for label, extra in cases:
         for old in (*root.glob("made*"), root / "run", root / "sweep"):  # each case starts clean
             shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
         p = cli(["run", "pipeline=bm25", f"dataset.path={f['tiny']}", f"hydra.run.dir={root / 'run'}",
@@ -548,7 +587,9 @@ def case11_configs_run_no_code():
 def case12_damage_between_sampled_blocks():
     """A 48 MB artifact damaged between the blocks the old check sampled: the old stamp misses it."""
     import hashlib
+
     import numpy as np
+
     from cascade.core.errors import CorruptArtifactError
     from cascade.index import store
 
@@ -576,7 +617,9 @@ def case12_damage_between_sampled_blocks():
         except CorruptArtifactError as err:
             caught, msg = True, str(err)
         ms = (time.perf_counter() - t0) * 1e3
-        add(f"12 one byte damaged {'at the ' if where != 'between sampled blocks' else ''}{where} of a 48 MB array file", Proc("store.check(path)", 0, err=msg),
+        at = "at the " if where != "between sampled blocks" else ""
+        add(f"12 one byte damaged {at}{where} of a 48 MB array file",
+            Proc("store.check(path)", 0, err=msg),
             caught, f"old sampled check would {'catch' if old_stamp(target) != before else 'MISS'} it; "
             f"full check: {'caught' if caught else 'MISSED'} in {ms:.0f} ms", "-", msg)
 
@@ -588,7 +631,8 @@ def table() -> str:
     cell = lambda x: str(x).replace("|", "\\|").replace("\n", " ")  # noqa: E731
     return ("| case | command | exit | last message | traceback | results written | verdict | observation |\n"
             "|---|---|---:|---|---|---|---|---|\n" +
-            "".join(f"| {cell(r['case'])} | `{cell(r['command'])}` | {r['rc']} | {cell(r['message'][:300])} | {r['tb']} "
+            "".join(f"| {cell(r['case'])} | `{cell(r['command'])}` | {r['rc']} | {cell(r['message'][:300])} "
+                    f"| {r['tb']} "
                     f"| {cell(r['wrote'])} | **{r['verdict']}** | {cell(r['note'])} |\n" for r in ROWS))
 
 def main() -> int:

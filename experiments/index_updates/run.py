@@ -159,7 +159,7 @@ def main() -> None:
         results["compact_after_delete"] = clock.record
     if "add" in args.steps:
         adds = []
-        for r in range(args.repeats):
+        for _ in range(args.repeats):
             shutil.rmtree(work / "add", ignore_errors=True)
             shutil.copytree(work / "base", work / "add")
             index = cascade.load(work / "add")

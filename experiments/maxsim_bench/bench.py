@@ -18,17 +18,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cascade.kernels.maxsim import maxsim, maxsim_naive
 from cascade.app.tables import markdown_table
+from cascade.kernels.maxsim import maxsim, maxsim_naive
 
 SCIFACT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "scifact"
 
 
 def scifact_lengths(max_length: int = 256) -> np.ndarray:
     """Token count of every SciFact document (MiniLM tokenizer, [CLS]/[SEP] dropped, truncated)."""
+    from transformers import AutoTokenizer
+
     from cascade import load_beir
     from cascade.encoders.models import default_model_path
-    from transformers import AutoTokenizer
 
     texts = load_beir(SCIFACT).corpus.texts
     tok = AutoTokenizer.from_pretrained(default_model_path())

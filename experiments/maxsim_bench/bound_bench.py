@@ -21,9 +21,9 @@ import argparse
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -120,8 +120,33 @@ def bound(a32: np.ndarray, per_query_rows: np.ndarray, queries: np.ndarray) -> N
         a[:n] @ torch.from_numpy(q).T
 
 
+def timed_methods(tokens: np.ndarray, offsets: np.ndarray, queries: np.ndarray, mask: np.ndarray,
+                  doc_idx: np.ndarray, a32: np.ndarray, per_query_rows: np.ndarray, tile_sweep: list[int],
+                  skip_old: bool) -> dict[str, Callable[[slice], np.ndarray | None]]:
+    """The timed methods for one K, each called on a slice of the queries; every input bound here, not
+    read from the caller's loop (a closure over the loop would see the last K's arrays)."""
+    methods: dict[str, Callable[[slice], np.ndarray | None]] = {
+        "bound (fp32 matmul)": lambda sl: bound(a32, per_query_rows[sl], queries[sl]),
+        "old kernel": lambda sl: maxsim_old(queries[sl], mask[sl], tokens, offsets, doc_idx[sl]),
+        "new fp32": lambda sl: maxsim(queries[sl], mask[sl], tokens, offsets, doc_idx[sl]),
+        "new bf16": lambda sl: maxsim(queries[sl], mask[sl], tokens, offsets, doc_idx[sl],
+                                      compute_dtype="bfloat16"),
+    }
+    for x in tile_sweep:
+        methods[f"new fp32 tile 2^{x}"] = (
+            lambda sl, x=x: maxsim(queries[sl], mask[sl], tokens, offsets, doc_idx[sl], tile_elements=1 << x))
+    if skip_old:
+        del methods["old kernel"]
+    return methods
+
+
+def ratio(times: dict[str, list[float]], m: str, base: str) -> float:
+    """Median over rounds of the same-round ratios of method ``m`` to method ``base``."""
+    return statistics.median(a / b for a, b in zip(times[m], times[base]))
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--ks", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--rounds", type=int, default=3)
@@ -153,7 +178,8 @@ def main() -> None:
              f"min {lengths.min()}, max {lengths.max()}), dim {dim}, fp16 memmap {tokens.nbytes / 2**20:.0f} MiB; "
              f"{args.queries} queries x {lq} tokens; torch threads {torch.get_num_threads()}")
         emit(f"load average at the start (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        emit(f"{'K':>5} {'method':<22} {'median':>8} {'min':>8} {'x bound':>8} {'x new fp32':>10} {'faults/q':>9}  rounds (ms/query)")
+        emit(f"{'K':>5} {'method':<22} {'median':>8} {'min':>8} {'x bound':>8} {'x new fp32':>10} {'faults/q':>9}  "
+             "rounds (ms/query)")
         for k in args.ks:
             queries = rng.standard_normal((args.queries, lq, dim), dtype=np.float32)
             queries /= np.linalg.norm(queries, axis=-1, keepdims=True)
@@ -161,18 +187,8 @@ def main() -> None:
             doc_idx = np.stack([rng.choice(args.docs, k, replace=False) for _ in range(args.queries)])
             per_query_rows = candidate_lengths(offsets, doc_idx).sum(axis=1)
             a32 = rng.standard_normal((int(per_query_rows.max()), dim), dtype=np.float32)
-            methods = {
-                "bound (fp32 matmul)": lambda sl: bound(a32, per_query_rows[sl], queries[sl]),
-                "old kernel": lambda sl: maxsim_old(queries[sl], mask[sl], tokens, offsets, doc_idx[sl]),
-                "new fp32": lambda sl: maxsim(queries[sl], mask[sl], tokens, offsets, doc_idx[sl]),
-                "new bf16": lambda sl: maxsim(queries[sl], mask[sl], tokens, offsets, doc_idx[sl],
-                                              compute_dtype="bfloat16"),
-            }
-            for x in args.tile_sweep:
-                methods[f"new fp32 tile 2^{x}"] = (
-                    lambda sl, x=x: maxsim(queries[sl], mask[sl], tokens, offsets, doc_idx[sl], tile_elements=1 << x))
-            if args.skip_old:
-                del methods["old kernel"]
+            methods = timed_methods(tokens, offsets, queries, mask, doc_idx, a32, per_query_rows,
+                                    args.tile_sweep, args.skip_old)
             times: dict[str, list[float]] = {m: [] for m in methods}
             faults: dict[str, float] = {}
             results = {}
@@ -185,13 +201,10 @@ def main() -> None:
                     times[m].append(1000 * (time.perf_counter() - t0) / args.queries)
                     faults[m] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / args.queries
             med = {m: statistics.median(t) for m, t in times.items()}
-
-            def ratio(m: str, base: str) -> float:  # median over rounds of same-round ratios
-                return statistics.median(a / b for a, b in zip(times[m], times[base]))
-
             for m in methods:
-                emit(f"{k:>5} {m:<22} {med[m]:8.2f} {min(times[m]):8.2f} {ratio(m, 'bound (fp32 matmul)'):8.2f} "
-                     f"{ratio(m, 'new fp32'):10.2f} {faults[m]:9.0f}  {' '.join(f'{t:.2f}' for t in times[m])}")
+                emit(f"{k:>5} {m:<22} {med[m]:8.2f} {min(times[m]):8.2f} "
+                     f"{ratio(times, m, 'bound (fp32 matmul)'):8.2f} {ratio(times, m, 'new fp32'):10.2f} "
+                     f"{faults[m]:9.0f}  {' '.join(f'{t:.2f}' for t in times[m])}")
             old, new, bf = results.get("old kernel", results["new fp32"]), results["new fp32"], results["new bf16"]
             ref_top = np.argsort(-new, axis=1, kind="stable")[:, :10]
             bf_top = np.argsort(-bf, axis=1, kind="stable")[:, :10]
@@ -201,10 +214,13 @@ def main() -> None:
             emit(f"{k:>5} bf16 vs fp32: max abs {np.abs(bf - new).max():.4f}, mean abs {np.abs(bf - new).mean():.5f} "
                  f"(scores {new.min():.2f}..{new.max():.2f}, mean gap between neighbours in the top 10 {gap:.4f}); "
                  f"top-10 set overlap {overlap:.3f}, same doc at the same top-10 position "
-                 f"{np.mean(ref_top == bf_top):.3f}, identical top-10 lists {np.mean(np.all(ref_top == bf_top, axis=1)):.3f}, "
+                 f"{np.mean(ref_top == bf_top):.3f}, "
+                 f"identical top-10 lists {np.mean(np.all(ref_top == bf_top, axis=1)):.3f}, "
                  f"top-1 agreement {np.mean(ref_top[:, 0] == bf_top[:, 0]):.3f}")
+            del methods  # its closures hold the memmap, released before the temp dir goes
         del tokens
-    emit(f"load average at the end (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    emit(f"load average at the end (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+         f"on {os.cpu_count()} CPUs")
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -7,6 +7,7 @@ across line-number shifts. The mutation is shown by ``mutmut show`` run in the b
 """
 from __future__ import annotations
 
+import argparse
 import sqlite3
 import subprocess
 import sys
@@ -41,4 +42,8 @@ def main(before: str, *afters: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("before", help="the before mutmut workspace (or its .mutmut-cache)")
+    ap.add_argument("afters", nargs="+", metavar="after", help="one or more after caches")
+    args = ap.parse_args()
+    main(args.before, *args.afters)

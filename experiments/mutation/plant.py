@@ -1,9 +1,16 @@
-"""plant.py FILE OLD NEW [pytest args...]: copy the working tree (installed layout) to $PLANT_WORKDIR, replace OLD by NEW in FILE there, run pytest; prints CAUGHT or MISSED."""
-import os, shutil, subprocess, sys
+"""plant.py FILE OLD NEW [pytest args...]: copy the working tree (installed layout) to $PLANT_WORKDIR,
+replace OLD by NEW in FILE there, run pytest; prints CAUGHT or MISSED."""
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
-REPO = Path(__file__).resolve().parents[2]; WS = Path(os.environ.get("PLANT_WORKDIR", "/tmp/cascade-plant"))
+
+REPO = Path(__file__).resolve().parents[2]
+WS = Path(os.environ.get("PLANT_WORKDIR", "/tmp/cascade-plant"))
 f, old, new, *args = sys.argv[1:]
-if WS.exists(): shutil.rmtree(WS)
+if WS.exists():
+    shutil.rmtree(WS)
 ign = shutil.ignore_patterns("__pycache__")
 shutil.copytree(REPO / "cascade", WS / "cascade", ignore=ign)
 shutil.copytree(REPO / "stages", WS / "cascade/stages", ignore=ign)

@@ -9,15 +9,17 @@ are now, which mutmut then passes over. Mutants already tested keep their status
 """
 from __future__ import annotations
 
+import argparse
 import sqlite3
 import sys
 import time
 
 import numpy as np
-from mutmut.cache import hash_of_tests
 
 
 def main(workspace: str, filename: str, n: int, seed: int = 0) -> None:
+    from mutmut.cache import hash_of_tests  # mutmut: only in the mutation environment (run.sh)
+
     deadline = time.time() + 3600
     while time.time() < deadline:
         try:
@@ -46,4 +48,10 @@ def main(workspace: str, filename: str, n: int, seed: int = 0) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 0)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("workspace", help="the mutmut workspace (holding .mutmut-cache)")
+    ap.add_argument("file", help="the file whose mutants are sampled, as mutmut names it")
+    ap.add_argument("n", type=int, help="how many mutants to keep")
+    ap.add_argument("seed", type=int, nargs="?", default=0, help="the permutation's seed (default 0)")
+    args = ap.parse_args()
+    main(args.workspace, args.file, args.n, args.seed)

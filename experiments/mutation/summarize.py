@@ -6,6 +6,7 @@ Writes OUT_DIR/summary.md (table per file) and OUT_DIR/survivors.tsv (id, file, 
 """
 from __future__ import annotations
 
+import argparse
 import sqlite3
 import subprocess
 import sys
@@ -62,4 +63,8 @@ def _row(name: str, c: Counter) -> str:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("workspace", help="the mutmut workspace (holding .mutmut-cache)")
+    ap.add_argument("out_dir", help="where summary.md and survivors.tsv go")
+    args = ap.parse_args()
+    main(args.workspace, args.out_dir)

@@ -8,11 +8,12 @@ grid on the same candidates. Caches under $CASCADE_CACHE_DIR are reused (built o
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from cascade import Batch, Fusion, evaluate, load_beir
-from cascade.core.results import Run
 from cascade.app.tables import markdown_table
+from cascade.core.results import Run
 from cascade.stages.biencoder import BiEncoder
 from cascade.stages.bm25 import BM25
 from cascade.stages.colbert import ColBERT
@@ -22,7 +23,10 @@ WEIGHTS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.3)
 
 
 def main() -> None:
-    ds = load_beir(SCIFACT)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=SCIFACT, help="the SciFact folder (default: %(default)s)")
+    args = ap.parse_args()
+    ds = load_beir(args.data)
     batch = Batch(ds.query_texts, ds.corpus, None, ds.query_ids)
 
     def ndcg(b: Batch) -> float:

@@ -98,7 +98,7 @@ class TokenStore:
         (folder / "docnos.json").write_text(json.dumps(self.docnos))
 
     @classmethod
-    def load(cls, folder: Path) -> "TokenStore":
+    def load(cls, folder: Path) -> TokenStore:
         return cls(*(np.load(folder / f"{n}.npy") for n in ("pooled", "tokens", "offsets")),
                    json.loads((folder / "docnos.json").read_text()))
 
@@ -222,7 +222,8 @@ def pyterrier_once(stages, topics) -> dict:
 
 # --- peer (c): rank-bm25 -> sentence-transformers -> PyLate, a plain script --------------------
 def bm25_tokenize(texts: list[str]) -> list[list[str]]:
-    """cascade's BM25 analysis (lowercase, English stopwords, Snowball English stemmer), so BM25 differs only in scoring."""
+    """cascade's BM25 analysis (lowercase, English stopwords, Snowball English stemmer), so BM25 differs only in
+    scoring."""
     import bm25s
     import Stemmer
 
@@ -405,7 +406,6 @@ def main() -> None:
     print("peer encoding:", result["index_s"]["peer_encoding"], flush=True)
 
     import pandas as pd
-    import pyterrier as pt
     import rank_bm25
     from pyterrier_dr import FlexIndex
     from pyterrier_pisa import PisaIndex
@@ -414,7 +414,8 @@ def main() -> None:
     start = time.perf_counter()
     pisa = PisaIndex(str(work / "pisa"), text_field="text", stemmer="porter2", stops="terrier", threads=1)
     pisa.index({"docno": d, "text": t} for d, t in zip(docnos, texts))
-    pisa.bm25(k1=K1, b=B, num_results=K_BM25)(pd.DataFrame({"qid": ["0"], "query": ["index"]}))  # builds BM25 block bounds
+    # builds BM25 block bounds
+    pisa.bm25(k1=K1, b=B, num_results=K_BM25)(pd.DataFrame({"qid": ["0"], "query": ["index"]}))
     pisa_s = time.perf_counter() - start
     start = time.perf_counter()
     flex = FlexIndex(str(work / "flex"), verbose=False)
@@ -432,7 +433,6 @@ def main() -> None:
     fused, unfused = cascade_pipeline(cache_dir, True), cascade_pipeline(cache_dir, False)
     pt_stages = pyterrier_stages(st, store, flex, pisa)
     plain = plain_stages(st, store, bm25, docnos)
-    qids, qtexts = list(ds.query_ids), list(ds.query_texts)
     contenders = {
         "cascade (fused, config default)": lambda d: cascade_once(fused, d),
         "cascade (fusion=false)": lambda d: cascade_once(unfused, d),
@@ -451,7 +451,7 @@ def main() -> None:
     systems: dict[str, dict] = {}
     runs: dict[str, dict] = {}
     for name, got in samples.items():
-        median = lambda key: statistics.median(g[key] for g in got)  # noqa: E731
+        median = lambda key, got=got: statistics.median(g[key] for g in got)
         systems[name] = {"stage_s": {s: statistics.median(g["stage_s"][s] for g in got) for s in STAGES},
                          "total": median("total_s"), "total_s_each_round": [g["total_s"] for g in got],
                          "phases_s_last_round": got[-1]["phases_s"]}
@@ -470,7 +470,7 @@ def main() -> None:
         sysres["ms_per_query"] = {s: 1000 * v / nq for s, v in sysres["stage_s"].items()}
         sysres["ms_per_query"]["total"] = 1000 * sysres["total"] / nq
         sysres["top10_overlap_with_" + reference] = overlap_at_10(runs[name]["maxsim"], runs[reference]["maxsim"])
-    for name, sysres in systems.items():
+    for sysres in systems.values():
         for ref in ("cascade (fusion=false)", "cascade (fused, config default)"):
             base = systems[ref]["ms_per_query"]
             sysres.setdefault("ratio_vs", {})[ref] = {s: v / base[s] for s, v in sysres["ms_per_query"].items()
@@ -508,7 +508,8 @@ def print_table(systems: dict, with_times: bool = True) -> None:
                f"| {q['maxsim']['R@10']:.4f} | {s['top10_overlap_with_cascade (fusion=false)']:.3f} |")
         if with_times:
             ms, ratio = s["ms_per_query"], s["ratio_vs"]["cascade (fusion=false)"]["total"]
-            row += f" {ms['bm25']:.2f} | {ms['biencoder']:.2f} | {ms['maxsim']:.2f} | {ms['total']:.2f} | {ratio:.2f}x |"
+            row += (f" {ms['bm25']:.2f} | {ms['biencoder']:.2f} | {ms['maxsim']:.2f} | {ms['total']:.2f} "
+                    f"| {ratio:.2f}x |")
         print(row)
 
 

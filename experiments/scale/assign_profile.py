@@ -50,6 +50,7 @@ def main() -> None:
     from cascade.kernels.assign import CoarseAssigner, assign_exact, coarse_cells_for
     from cascade.kernels.kmeans import train_centroids
     from cascade.kernels.residual import ResidualCodec, fit_buckets, num_centroids_for
+
     from synth_pass import SyntheticPass
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,7 +73,8 @@ def main() -> None:
     synth = SyntheticPass(src, np.load(args.tokens_index / "offsets.npy"), args.size)
     num_c = num_centroids_for(synth.num_tokens)
     rng = np.random.default_rng(0)
-    res: dict = {"omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "size": args.size, "num_tokens": synth.num_tokens, "num_centroids": num_c, "threads": args.threads}
+    res: dict = {"omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "size": args.size,
+                 "num_tokens": synth.num_tokens, "num_centroids": num_c, "threads": args.threads}
 
     sample_docs = docs_for(synth, rng, args.sample)
     if args.centroids_cache and args.centroids_cache.is_file():

@@ -66,6 +66,7 @@ class MemoryWatch:
 def default_tokens_index() -> Path:
     from cascade import load_beir
     from cascade.stages.colbert import ColBERT
+
     from scale import SCIFACT
 
     stage = ColBERT(progress=False)
@@ -75,6 +76,7 @@ def default_tokens_index() -> Path:
 def artifact(size: int, root: Path, tokens_index: Path, chunk_size: int, assignment: str, seed: int):
     from cascade.index import store
     from cascade.index.residual_index import FORMAT_VERSION, ResidualIndexArtifact
+
     from synth_pass import SyntheticPass
 
     src = np.load(tokens_index / "tokens.npy", mmap_mode="r")

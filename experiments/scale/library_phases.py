@@ -36,6 +36,7 @@ def main() -> None:
     from cascade.index.residual_build import PhaseClock
     from cascade.index.residual_index import CODEC_FILES
     from cascade.kernels.residual import ResidualCodec
+
     from library_build import artifact
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

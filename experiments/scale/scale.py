@@ -130,6 +130,7 @@ def measure(index_dir: Path | None, num_queries: int, sub: int, seed: int, threa
     """The query table for SciFact (``index_dir`` None), a synth.py index in ``index_dir``, or an ``index``
     the library opened (``library_build.py``; its files in ``index_dir``)."""
     import torch
+
     from cascade.kernels.maxsim import maxsim
     from cascade.kernels.plaid import default_search_params, exhaustive_search, plaid_search, prune_candidates
     _threads(threads)
@@ -149,7 +150,8 @@ def measure(index_dir: Path | None, num_queries: int, sub: int, seed: int, threa
             return maxsim(q, m, None, offsets, doc_idx, scorer=scorers[dtype], compute_dtype=dtype)
         return exact_fn
 
-    res: dict = {"page_cache_warmed": warmed, "num_docs": num_docs, "num_tokens": num_tokens, "num_queries": len(queries),
+    res: dict = {"page_cache_warmed": warmed, "num_docs": num_docs, "num_tokens": num_tokens,
+                 "num_queries": len(queries),
                  "mean_valid_query_tokens": float(mask.sum(1).mean()), "threads": threads,
                  "index_bytes": int(index.nbytes), "bytes_per_token": index.nbytes / num_tokens,
                  "num_centroids": index.codec.num_centroids}

@@ -1,7 +1,8 @@
 """SciFact (real): coarse-to-fine against exact centroid assignment, and the 2-bit index's bytes all told.
 
 For the 2-bit index of ``ColBERT(nbits=2)`` with ``assignment=auto`` (exact at SciFact's 16,384
-centroids: the default, the index ``cascade run stage.colbert.nbits=2`` uses) and with ``assignment=coarse`` (two-level k-means, coarse-to-fine assignment):
+centroids: the default, the index ``cascade run stage.colbert.nbits=2`` uses) and with ``assignment=coarse``
+(two-level k-means, coarse-to-fine assignment):
 
 * agreement: on the exact index's own codec, the coarse-to-fine assignment (the library's defaults)
   of every SciFact token against the stored exact codes, and the mean cosine of decoded (2-bit)
@@ -15,6 +16,7 @@ Both indexes are built from the cached fp16 token index when missing (``cascade 
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -32,6 +34,9 @@ def folder_bytes(path: Path) -> dict:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args()  # no options: SciFact from $SCIFACT or the shared data folder, caches under $CASCADE_CACHE_DIR
+
     from cascade import load_beir
     from cascade.stages.colbert import ColBERT
 

@@ -54,11 +54,13 @@ def build(data: Path, cache: Path, extra: list[str]) -> dict:
     files = {name: f["bytes"] for name, f in meta["files"].items()}
     sidecars = {}  # every other artifact the index needs (e.g. the centroids cache), counted too
     for other in cache.glob("colbert_centroids/*/meta.json"):
-        sidecars.update({f"{other.parent.name}/{n}": f["bytes"] for n, f in json.loads(other.read_text())["files"].items()})
+        files = json.loads(other.read_text())["files"]
+        sidecars.update({f"{other.parent.name}/{n}": f["bytes"] for n, f in files.items()})
     tokens = int(meta["num_tokens"])
     return {
         "command": " ".join(["cascade", *args[len(CLI):]]), "wall_s": round(wall, 1),
-        "child_cpu_s": round(usage.ru_utime + usage.ru_stime, 1), "child_peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "child_cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "child_peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
         "load_before": load_before, "load_after": _load(), "docs": meta["num_docs"], "tokens": tokens,
         "num_centroids": meta.get("num_centroids"), "precision": meta.get("precision"),
         "assignment": meta.get("assignment"), "encode_seconds": meta.get("encode_seconds"),
@@ -114,7 +116,7 @@ def measure(data: Path, cache: Path, n_queries: int) -> dict:
                             "search_ms_p95": round(_percentile(score, 95), 2), "tops": tops}
         recall = np.mean([len(set(p) & set(e)) / max(len(e), 1)
                           for p, e in zip(runs["plaid"]["tops"], runs["exhaustive"]["tops"])])
-        for search, r in runs.items():
+        for r in runs.values():
             ids = [[ds.corpus.ids[d] for d in t[:10]] for t in r.pop("tops")]
             r["mrr@10"] = round(float(np.mean([1 / (row.index(g) + 1) if g in row else 0.0
                                                 for row, g in zip(ids, gold)])), 4)
@@ -151,7 +153,8 @@ def report() -> str:
              f"{build_part['precision']}, assignment {build_part['assignment']}. Load average before/after: "
              f"{build_part['load_before']} / {build_part['load_after']}.", "",
              "| what | value |", "|---|---|",
-             f"| build wall time | {build_part['wall_s']} s |", f"| build CPU time (child) | {build_part['child_cpu_s']} s |",
+             f"| build wall time | {build_part['wall_s']} s |",
+             f"| build CPU time (child) | {build_part['child_cpu_s']} s |",
              f"| peak RSS (child) | {build_part['child_peak_rss_mib']} MiB |",
              f"| encoding | {build_part['encode_seconds']} s ({build_part['docs_per_second']} docs/s) |",
              f"| bytes per token, everything included | {build_part['bytes_per_token_all']} |"]
@@ -160,7 +163,8 @@ def report() -> str:
     if (PARTS / "load.json").is_file():
         ld = json.loads((PARTS / "load.json").read_text())
         lines += ["", f"Saved with `cascade index pipeline=colbert dataset.path=... --out DIR` from the built cache "
-                  f"in {ld['save_s']} s ({ld['folder_bytes'] / 1e6:.0f} MB); `cascade.load(DIR)` in fresh processes:", "",
+                  f"in {ld['save_s']} s ({ld['folder_bytes'] / 1e6:.0f} MB); "
+                  "`cascade.load(DIR)` in fresh processes:", "",
                   "| open | import + model s | open s | first search s | RSS open MiB | RSS after search MiB |",
                   "|---|---:|---:|---:|---:|---:|"]
         for name in ("first_open", "again"):
@@ -171,7 +175,8 @@ def report() -> str:
         m = json.loads((PARTS / "measure.json").read_text())
         lines += ["", f"Queries: {m['queries']} known-item sentences of the corpus, each timed alone. "
                   f"Load average before/after: {m['load_before']} / {m['load_after']}.", "",
-                  "| k | search | encode ms p50 | search ms p50 | search ms p95 | MRR@10 | PLAID recall@k vs exhaustive | speed-up |",
+                  "| k | search | encode ms p50 | search ms p50 | search ms p95 | MRR@10 "
+                  "| PLAID recall@k vs exhaustive | speed-up |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
         for k in (10, 100):
             row = m[f"k={k}"]

@@ -9,9 +9,9 @@ difference between each query's pooled vector encoded alone and in that batch; w
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -25,8 +25,11 @@ QUERY = "0-dimensional biomaterials show inductive properties."
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("path", type=Path, nargs="?", default=Path(__file__).resolve().parents[3] / "shared/data/scifact",
+                    help="the SciFact folder (default: %(default)s)")
+    path = ap.parse_args().path
     logging.basicConfig(level=logging.WARNING)
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[3] / "shared/data/scifact")
     queries = list(load_beir(path).query_texts[:32])
     print(f"torch threads {torch.get_num_threads()}, load {os.getloadavg()}")
     for precision in ("fp32", "bf16"):
@@ -41,7 +44,8 @@ def main() -> None:
         batch = time.perf_counter() - start
         alone = np.stack([encoder.encode([q], 64).pooled[0] for q in queries])
         same = int((alone == together).all(axis=1).sum())
-        print(f"{precision}: 1 query per pass {1000 * one:.1f} ms/query; 32 in one pass {1000 * batch / 32:.1f} ms/query; "
+        print(f"{precision}: 1 query per pass {1000 * one:.1f} ms/query; "
+              f"32 in one pass {1000 * batch / 32:.1f} ms/query; "
               f"alone vs batched: max |delta| {np.abs(alone - together).max():.2g}, {same}/32 vectors identical "
               f"(load {os.getloadavg()[0]:.2f})", flush=True)
 

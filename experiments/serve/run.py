@@ -142,13 +142,15 @@ def main() -> None:
         for name in args.pipelines:
             overrides = PIPELINES[name]
             for batching in (True, False):
-                server = Server(overrides, batching, args.out / f"server_{name}_{'batch' if batching else 'nobatch'}.log")
+                log = args.out / f"server_{name}_{'batch' if batching else 'nobatch'}.log"
+                server = Server(overrides, batching, log)
                 try:
                     asyncio.run(cell(server.url, queries, 1, 5, 60))  # warm-up: first queries load kernels
                     for c in CONCURRENCY:
                         before = load()
                         row = asyncio.run(cell(server.url, queries, c, args.requests, args.seconds))
-                        row.update(pipeline=name, batching=batching, concurrency=c, load_before=before, load_after=load())
+                        row.update(pipeline=name, batching=batching, concurrency=c, load_before=before,
+                                   load_after=load())
                         rows.append(row)
                         print(json.dumps(row), flush=True)
                         print(json.dumps(row), file=jsonl, flush=True)
@@ -179,13 +181,15 @@ def read_jsonl(path: Path) -> tuple[list[dict], dict]:
 
 
 def table(rows: list[dict], runs: dict) -> str:
-    lines = ["| pipeline | batching | concurrency | requests | req/s | p50 ms | p95 ms | p99 ms | mean batch | load before -> after |",
+    lines = ["| pipeline | batching | concurrency | requests | req/s | p50 ms | p95 ms | p99 ms | mean batch "
+             "| load before -> after |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['pipeline']} | {'on' if r['batching'] else 'off'} | {r['concurrency']} | {r['requests']} | "
                      f"{r['throughput_qps']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | "
                      f"{r['mean_batch']:.1f} | {r['load_before']} -> {r['load_after']} |")
-    lines += ["", "| pipeline | cascade run: queries | ms/query | queries/s | load before -> after |", "|---|---|---|---|---|"]
+    lines += ["", "| pipeline | cascade run: queries | ms/query | queries/s | load before -> after |",
+              "|---|---|---|---|---|"]
     for name, r in runs.items():
         lines.append(f"| {name} | {r['queries']} | {r['ms_per_query']:.2f} | {r['throughput_qps']:.1f} | "
                      f"{r['load_before']} -> {r['load_after']} |")

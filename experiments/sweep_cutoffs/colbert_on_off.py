@@ -7,8 +7,8 @@ and prints the paired t-test and randomization test of per-query nDCG@10.
 """
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from cascade.app.significance import compare
@@ -29,4 +29,7 @@ def main(root: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "multirun/cutoffs"))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("root", type=Path, nargs="?", default=Path("multirun/cutoffs"),
+                    help="the finished cutoffs sweep's folder (default: %(default)s)")
+    main(ap.parse_args().root)

@@ -4,8 +4,9 @@ Write BM25 % 1000, BiEncoder % 1000 and cascade's RRF union of them as TREC runs
 import sys
 
 from cascade import load_beir, write_trec_run
-from cascade.stages.bm25 import BM25
 from cascade.stages.biencoder import BiEncoder
+from cascade.stages.bm25 import BM25
+
 out = sys.argv[1].rstrip("/") + "/"
 ds = load_beir(sys.argv[2] if len(sys.argv) > 2 else "../shared/data/scifact")
 bm25, dense = BM25() % 1000, BiEncoder(progress=False) % 1000

@@ -6,6 +6,7 @@ Runs in a separate environment with ranx (not a cascade dependency): python -m v
 import sys
 
 from ranx import Qrels, Run, evaluate, fuse
+
 d = sys.argv[1].rstrip("/") + "/"
 qrels = Qrels.from_file(d + "qrels.txt", kind="trec")
 bm25, dense = Run.from_file(d + "bm25.trec", kind="trec"), Run.from_file(d + "dense.trec", kind="trec")
@@ -21,13 +22,17 @@ for depth in (1000, 100):
     a, b = fused.to_dict(), mine.to_dict()
     same_docs = all(set(a[q]) == set(b.get(q, {})) for q in a)
     diff = max(abs(a[q][x] - b[q][x]) for q in a for x in a[q] if x in b.get(q, {}))
-    order = sum(sorted(a[q], key=lambda x: (-a[q][x], x))[:100] == sorted(b[q], key=lambda x: (-b[q][x], x))[:100] for q in a)
-    print("  same union per query:", same_docs, "max |score diff|:", diff, "queries with identical top 100 order:", order, "/", len(a))
+    order = sum(sorted(a[q], key=lambda x: (-a[q][x], x))[:100] == sorted(b[q], key=lambda x: (-b[q][x], x))[:100]
+                for q in a)
+    print("  same union per query:", same_docs, "max |score diff|:", diff, "queries with identical top 100 order:",
+          order, "/", len(a))
 
 # where do the fused scores differ? only in queries where a side has tied scores?
-bm25, dense = Run.from_file(d + "bm25.trec", kind="trec").to_dict(), Run.from_file(d + "dense.trec", kind="trec").to_dict()
+bm25 = Run.from_file(d + "bm25.trec", kind="trec").to_dict()
+dense = Run.from_file(d + "dense.trec", kind="trec").to_dict()
 fused = fuse([Run(bm25), Run(dense)], method="rrf", params={"k": 60}).to_dict()
 mine = Run.from_file(d + "union.trec", kind="trec").to_dict()
 differ = [q for q in fused if max(abs(fused[q][x] - mine[q][x]) for x in fused[q]) > 1e-6]
 tied = lambda r: len(set(r.values())) < len(r)
-print("queries whose fused scores differ:", len(differ), "of which a side has ties:", sum(tied(bm25[q]) or tied(dense.get(q, {})) for q in differ))
+print("queries whose fused scores differ:", len(differ), "of which a side has ties:",
+      sum(tied(bm25[q]) or tied(dense.get(q, {})) for q in differ))

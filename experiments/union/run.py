@@ -7,8 +7,8 @@ the union costs about what its sides cost together (see each run's stage report 
 """
 from __future__ import annotations
 
+import argparse
 import logging
-import sys
 from pathlib import Path
 
 from cascade import UnionFusion, evaluate, load_beir
@@ -35,8 +35,11 @@ def pipelines():
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("path", type=Path, nargs="?", default=Path(__file__).resolve().parents[3] / "shared/data/scifact",
+                    help="the SciFact folder (default: %(default)s)")
+    path = ap.parse_args().path
     logging.basicConfig(level=logging.WARNING)
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[3] / "shared/data/scifact")
     ds = load_beir(path)
     print(f"SciFact test, {len(ds.query_ids)} queries, {len(ds.corpus)} documents\n")
     print("| pipeline | " + " | ".join(METRICS) + " |")

@@ -66,7 +66,7 @@ def hash_rates(size: int = 256 << 20) -> dict:
     out = {}
     for name, fn in hashes.items():
         fn(data[:1 << 20])
-        out[name] = size / 1e9 / timed(lambda: fn(data))
+        out[name] = size / 1e9 / timed(lambda fn=fn: fn(data))
     return out
 
 

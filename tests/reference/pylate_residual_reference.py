@@ -28,6 +28,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,7 @@ def build(out: Path, tokenizer: Path, seed: int = 0) -> None:
         assert isinstance(loaded[1], models.Dense) and loaded[1].use_residual == residual, loaded[1]
         queries = loaded.encode(QUERIES, is_query=True, convert_to_numpy=True)
         docs = loaded.encode(DOCS, is_query=False, convert_to_numpy=True)
-        arrays = {f"q{i}": np.asarray(v, np.float32) for i, v in enumerate(queries)}
+        arrays: dict[str, Any] = {f"q{i}": np.asarray(v, np.float32) for i, v in enumerate(queries)}
         arrays |= {f"d{i}": np.asarray(v, np.float32) for i, v in enumerate(docs)}
         np.savez(case / "pylate.npz", **arrays)
 
