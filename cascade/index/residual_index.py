@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -137,14 +138,18 @@ class ResidualIndexArtifact(EncodedArtifact):
     def __init__(self, path: Path, meta: dict, doc_pass: DocPass, chunk_size: int = 256, progress: bool = True,
                  token_source: TokenIndexArtifact | None = None, seed: int = 0):
         super().__init__(path, meta, doc_pass, chunk_size, progress)
-        self.nbits = check_nbits(meta["nbits"])
+        nbits = check_nbits(meta["nbits"])
+        if nbits is None:
+            raise ValueError("a residual index needs nbits (1, 2 or 4); an fp16 index is a TokenIndexArtifact")
+        self.nbits: int = nbits
         self.num_centroids = meta.get("num_centroids")
         self.kmeans_niter = int(meta.get("kmeans_niter", 4))
         self.points_per_centroid = int(meta.get("points_per_centroid", 32))
         self.assignment = check_assignment(meta.get("assignment", "auto"))
         self.token_source, self.seed = token_source, seed
         self._codec: ResidualCodec | None = None
-        self._clock, self._bar = PhaseClock(), None
+        self._clock = PhaseClock()
+        self._bar: Any = None  # the assign + compress progress bar, made by before_pass
 
     # --- building -----------------------------------------------------------------------------
     def build_group(self, group, corpus: Corpus, engine=None) -> None:
@@ -168,7 +173,10 @@ class ResidualIndexArtifact(EncodedArtifact):
         from cascade.index import store
         from cascade.index.encoding import _chunk_base, _resume_state
 
-        source = self.token_source.open(corpus)
+        if self.token_source is None:
+            raise RuntimeError(f"{self.path.name}: no cached fp16 token index to compress from")
+        token_source = self.token_source
+        source = token_source.open(corpus)
         done = _resume_state(self, corpus)
         self.before_pass(corpus)
         start, bases = time.perf_counter(), []
@@ -186,10 +194,10 @@ class ResidualIndexArtifact(EncodedArtifact):
             store.write_chunk_marker(base, {"start": s, "end": e, "truncated": 0})
         seconds = time.perf_counter() - start
         log.info("compressed %d token vectors from %s in %.1f s", int(source.offsets[-1]),
-                 self.token_source.path.name, seconds)
+                 token_source.path.name, seconds)
         truncated = int(source.meta.get("truncated_docs", 0))
         meta = {**self.full_meta(corpus), "truncated_docs": truncated, "compress_seconds": round(seconds, 3),
-                "derived_from": self.token_source.path.name}
+                "derived_from": token_source.path.name}
         store.publish(self.path, lambda out: self.assemble(out, bases, corpus), meta)
         shutil.rmtree(self.partial, ignore_errors=True)
 
@@ -221,8 +229,15 @@ class ResidualIndexArtifact(EncodedArtifact):
         self._bar = tqdm(desc=f"assign + compress ({self._mode()} assignment)", unit="tok", unit_scale=True,
                          disable=not self.progress, leave=False)
 
+    @property
+    def codec(self) -> ResidualCodec:
+        """The codec this build compresses with (trained or reloaded by :meth:`before_pass`)."""
+        if self._codec is None:
+            raise RuntimeError(f"{self.path.name}: the codec is made by before_pass(), which has not run")
+        return self._codec
+
     def _mode(self) -> str:
-        return resolve_assignment(self.assignment, self._codec.num_centroids)
+        return resolve_assignment(self.assignment, self.codec.num_centroids)
 
     def _centroid_settings(self) -> dict:
         settings = {k: v for k, v in self.meta.items() if k not in ("nbits", "format_version")}
@@ -258,7 +273,10 @@ class ResidualIndexArtifact(EncodedArtifact):
 
     def _sample(self, corpus: Corpus) -> tuple[np.ndarray, int]:
         """A bounded random sample of the corpus's token vectors (float16) and the corpus's token count."""
-        source = self.token_source.open(corpus) if self.token_source is not None and self.token_source.is_built() \
+        if self.token_source is None:
+            raise RuntimeError(f"{self.path.name}: no cached fp16 token index to compress from")
+        token_source = self.token_source
+        source = token_source.open(corpus) if self.token_source is not None and self.token_source.is_built() \
             else None
         if source is not None:
             log.info("sampling the codec's token vectors from the fp16 index %s", self.token_source.path.name)
@@ -276,10 +294,10 @@ class ResidualIndexArtifact(EncodedArtifact):
     def save_chunk(self, base: Path, enc: Encoded) -> None:
         tokens = np.asarray(enc.tokens, np.float32)
         with self._clock("assign"):
-            codes = self._codec.assign(tokens)
+            codes = self.codec.assign(tokens)
         with self._clock("compress"):
-            codes, residuals = self._codec.compress(tokens, codes=codes)
-            deltas = self._codec.norm_deltas(codes, residuals)
+            codes, residuals = self.codec.compress(tokens, codes=codes)
+            deltas = self.codec.norm_deltas(codes, residuals)
         with self._clock("save"):
             atomic_save_npy(base.with_suffix(".codes.npy"), codes.astype(self._code_dtype()))
             atomic_save_npy(base.with_suffix(".residuals.npy"), residuals)
@@ -289,12 +307,12 @@ class ResidualIndexArtifact(EncodedArtifact):
             self._bar.update(len(tokens))
 
     def _code_dtype(self) -> type:
-        return np.uint16 if self._codec.num_centroids <= 1 << 16 else np.int32
+        return np.uint16 if self.codec.num_centroids <= 1 << 16 else np.int32
 
     def assemble(self, out: Path, bases: list[Path], corpus: Corpus) -> dict:
         if self._bar is not None:
             self._bar.close()
-        code_dtype, width = self._code_dtype(), self._codec.dim * self.nbits // 8
+        code_dtype, width = self._code_dtype(), self.codec.dim * self.nbits // 8
         with self._clock("assemble"):
             parts = lambda kind: [b.with_suffix(f".{kind}.npy") for b in bases]  # noqa: E731
             total = write_offsets(out / "offsets.npy", (np.load(p) for p in parts("lengths")), len(corpus))
@@ -304,15 +322,15 @@ class ResidualIndexArtifact(EncodedArtifact):
             if shapes != [(total,), (total, width), (total,)]:
                 raise CorruptArtifactError(f"the saved chunks of {self.path} do not add up; delete "
                                            f"{self.partial} and rebuild")
-            np.save(out / "centroids.npy", np.asarray(self._codec.centroids, np.float16))
-            np.save(out / "bucket_cutoffs.npy", self._codec.bucket_cutoffs)
-            np.save(out / "bucket_weights.npy", self._codec.bucket_weights)
+            np.save(out / "centroids.npy", np.asarray(self.codec.centroids, np.float16))
+            np.save(out / "bucket_cutoffs.npy", self.codec.bucket_cutoffs)
+            np.save(out / "bucket_weights.npy", self.codec.bucket_weights)
         with self._clock("ivf"):
             chunks = ((np.load(c), np.load(n)) for c, n in zip(parts("codes"), parts("lengths")))
-            pairs = write_ivf(out, chunks, len(corpus), self._codec.num_centroids, self.partial / "ivf_keys.bin")
+            pairs = write_ivf(out, chunks, len(corpus), self.codec.num_centroids, self.partial / "ivf_keys.bin")
         phases = self._clock.report()
         log.info("%s build phases: %s", self.path.name, phases)
-        return {"dim": self._codec.dim, "num_tokens": total, "num_centroids": self._codec.num_centroids,
+        return {"dim": self.codec.dim, "num_tokens": total, "num_centroids": self.codec.num_centroids,
                 "ivf_pairs": pairs, "assignment_used": self._mode(), "build_phases": phases}
 
     def open(self, corpus: Corpus) -> ResidualIndex:

@@ -124,14 +124,15 @@ def approx_scores(scores: np.ndarray, codes: np.ndarray, offsets: np.ndarray, do
 
     offsets = np.asarray(offsets, np.int64)
     lengths = offsets[doc_ids + 1] - offsets[doc_ids]
-    kept = np.flatnonzero(keep) if keep is not None and ivf is not None and len(doc_ids) else None
-    ivf_len = ivf[1][kept + 1] - ivf[1][kept] if kept is not None else None
-    if kept is not None and ivf_len.sum() < lengths.sum():
+    kept = np.flatnonzero(keep) if keep is not None and len(doc_ids) else np.zeros(0, np.int64)
+    ivf_len = ivf[1][kept + 1] - ivf[1][kept] if ivf is not None else np.zeros(0, np.int64)
+    if ivf is not None and len(kept) and ivf_len.sum() < lengths.sum():
+        ivf_docs, ivf_offsets = ivf
         slot = np.full(len(offsets) - 1, -1, np.int32)  # document -> its position in doc_ids, or -1
         slot[doc_ids] = np.arange(len(doc_ids), dtype=np.int32)
         for c0, c1 in _chunks(ivf_len, budget):
-            starts = ivf[1][kept[c0:c1]]
-            pair_docs = np.concatenate([ivf[0][a:a + n] for a, n in zip(starts.tolist(), ivf_len[c0:c1].tolist())])
+            starts = ivf_offsets[kept[c0:c1]]
+            pair_docs = np.concatenate([ivf_docs[a:a + n] for a, n in zip(starts.tolist(), ivf_len[c0:c1].tolist())])
             loc = slot[pair_docs]  # a gather, not a search
             hit = np.flatnonzero(loc >= 0)  # most pairs are not candidates: find each hit's centroid alone
             owner_c = np.searchsorted(np.cumsum(ivf_len[c0:c1]), hit, side="right")
@@ -260,11 +261,12 @@ def plaid_search(queries: np.ndarray, query_mask: np.ndarray, centroids: np.ndar
     mask = np.asarray(query_mask, bool)
     out_idx, out_sc = [], []
     for b0 in range(0, len(queries), query_block):
-        rows = [plaid_candidates(np.asarray(queries[q], np.float32)[mask[q]], centroids, codes, offsets,
-                                 ivf_docs, ivf_offsets, ncells, centroid_score_threshold, ndocs,
-                                 k if tail else rerank, allowed, k if fill else 0, with_scores=tail)
-                for q in range(b0, min(b0 + query_block, len(queries)))]
-        cand = _pad([r[0][:rerank] for r in rows] if tail else rows)
+        found = [plaid_candidates(np.asarray(queries[q], np.float32)[mask[q]], centroids, codes, offsets,
+                                  ivf_docs, ivf_offsets, ncells, centroid_score_threshold, ndocs,
+                                  k if tail else rerank, allowed, k if fill else 0, with_scores=True)
+                 for q in range(b0, min(b0 + query_block, len(queries)))]
+        rows = [r for r in found if isinstance(r, tuple)]  # with_scores: (docs, scores), every one
+        cand = _pad([docs[:rerank] for docs, _ in rows])
         exact = exact_fn(queries[b0:b0 + len(rows)], mask[b0:b0 + len(rows)], cand) if cand.size else cand
         idx, sc = _sort_results(cand, np.asarray(exact, np.float32).reshape(cand.shape), k)
         if tail:

@@ -60,9 +60,9 @@ def lookup_tables(q: torch.Tensor, bucket_weights: np.ndarray, nbits: int) -> np
     per = 8 // nbits
     half, nb = per // 2, dim // per
     width = max(1, -(-lv // GROUP)) * GROUP
-    qg = np.zeros((dim, width), np.float32)
-    qg[:, :lv] = q.to(device="cpu", dtype=torch.float32).numpy()
-    qg = qg.reshape(nb, per, width)
+    padded = np.zeros((dim, width), np.float32)
+    padded[:, :lv] = q.to(device="cpu", dtype=torch.float32).numpy()
+    qg = padded.reshape(nb, per, width)
     values = np.asarray(bucket_weights, np.float32)[byte_table(nbits)]  # (256, per)
     nibble = np.arange(16)
     high, low = values[nibble << 4, :half], values[nibble, half:]  # (16, half) each

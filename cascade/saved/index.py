@@ -162,7 +162,7 @@ class SavedIndex(Pipeline):
         row = self.corpus.index_of.get(str(doc_id))
         if row is None:
             raise KeyError(f"document {doc_id!r} is not in the index {self.root}")
-        store = self.corpus.store  # type: ignore[attr-defined]  # StoredCorpus sets it in __init__
+        store = self.corpus.store
         return {"id": str(doc_id), "text": store.text(row), "metadata": store.meta(row)}
 
     # --- writing (each call writes one generation) ---------------------------------------------
