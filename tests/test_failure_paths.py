@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 
 from cascade.app import cli, download
 from cascade.app.jobs import ERROR_FILE, finished, run_sweep_job
-from cascade.app.runner import RESULT_FILES
+from cascade.app.runner import INPUTS_FILE, RESULT_FILES
 
 from conftest import QRELS, QUERIES, REPO, cascade_cli as cascade, read_csv, write_beir
 
@@ -209,3 +209,42 @@ def test_resume_ignores_logging_sweep_settings_and_progress(tmp_path):
     quiet, chatty = ({"stage": {"s": {"k": 3, "progress": p}}} for p in (False, True))
     assert comparable(quiet) == comparable(chatty)
     assert JobOutcome("failed", str(out)).metrics == {} and JobOutcome("failed", str(out)).error is None
+
+
+def _counting(monkeypatch) -> dict[str, int]:
+    """Count the runner's target checks and the objects it builds, by config key."""
+    from cascade.app import runner
+
+    counts: dict[str, int] = {"targets": 0}
+    check, build = runner.check_targets, runner.build
+
+    def counted_check(cfg, *keys):
+        counts["targets"] += 1
+        return check(cfg, *keys)
+
+    def counted_build(node, what):
+        counts[what] = counts.get(what, 0) + 1
+        return build(node, what)
+
+    monkeypatch.setattr(runner, "check_targets", counted_check)
+    monkeypatch.setattr(runner, "build", counted_build)
+    return counts
+
+
+def test_a_run_checks_its_targets_once_and_builds_each_object_once(tmp_path, monkeypatch):
+    data, out, cache = write_beir(tmp_path / "data"), tmp_path / "job", tmp_path / "cache"
+    cfg = _cfg(data, out, cache, "stage.bm25.k=2")
+    counts = _counting(monkeypatch)
+    from cascade.app.runner import run
+
+    run(cfg)
+    assert counts == {"targets": 1, "pipeline": 1, "encoding": 1, "dataset": 1}
+
+
+def test_a_resumed_job_that_must_rerun_builds_its_dataset_and_pipeline_once(tmp_path, monkeypatch):
+    data, out, cache = write_beir(tmp_path / "data"), tmp_path / "job", tmp_path / "cache"
+    assert run_sweep_job(_cfg(data, out, cache, "stage.bm25.k=2")).status == "ok"
+    (out / INPUTS_FILE).write_text(json.dumps({"corpus": "another corpus"}))  # inputs changed: run it again
+    counts = _counting(monkeypatch)
+    assert run_sweep_job(_cfg(data, out, cache, "stage.bm25.k=2")).status == "ok"
+    assert counts == {"targets": 1, "pipeline": 1, "encoding": 1, "dataset": 1}

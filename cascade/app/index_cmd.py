@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from cascade.app.runner import build_dataset, build_engine, build_pipeline
+from cascade.app.runner import Built
 from cascade.app.tables import markdown_table
 from cascade.app.targets import check_targets
 from cascade.core.data import Corpus
@@ -111,13 +111,11 @@ def index_pipeline(pipeline: Pipeline, corpus: Corpus, engine: Any = None) -> li
     return sorted(reports, key=lambda r: order[r.stage])  # pipeline order
 
 
-def index(cfg: DictConfig) -> list[ArtifactReport]:
-    """``cascade index``: build or reuse every artifact of ``cfg.pipeline`` for ``cfg.dataset``."""
-    check_targets(cfg)
-    pipeline = build_pipeline(cfg)
-    engine = build_engine(cfg)
-    dataset = build_dataset(cfg)
-    return index_pipeline(pipeline, dataset.corpus, engine)
+def index(cfg: DictConfig, checked: bool = False) -> list[ArtifactReport]:
+    """``cascade index``: build or reuse every artifact of ``cfg.pipeline`` for ``cfg.dataset``
+    (``checked``: ``cfg`` comes from :func:`compose_config`, which checked its targets)."""
+    built = Built(cfg, checked)  # every target checked once, before anything is built
+    return index_pipeline(built.pipeline, built.dataset.corpus, built.engine)
 
 
 def format_reports(reports: Sequence[ArtifactReport]) -> str:
@@ -145,12 +143,12 @@ def _out_option(args: Sequence[str]) -> tuple[list[str], str | None]:
     return rest, out
 
 
-def save_index(cfg: DictConfig, out: str) -> tuple[list[ArtifactReport], Any]:
+def save_index(cfg: DictConfig, out: str, checked: bool = False) -> tuple[list[ArtifactReport], Any]:
     """``cascade index ... --out DIR``: build (or reuse) the artifacts, then save the pipeline as folder ``out``."""
     from cascade.saved import save
 
-    check_targets(cfg)
-    pipeline, engine, dataset = build_pipeline(cfg), build_engine(cfg), build_dataset(cfg)
+    built = Built(cfg, checked)
+    pipeline, engine, dataset = built.pipeline, built.engine, built.dataset
     if Path(out).exists():
         raise ConfigError(f"{out} already exists; save into a new folder (or delete that one first)")
     reports = index_pipeline(pipeline, dataset.corpus, engine)
@@ -172,9 +170,9 @@ def main(args: Sequence[str]) -> int:
         logging.basicConfig(level=logging.WARNING, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
         logging.getLogger("cascade").setLevel(cfg.get("log_level", "INFO"))
         if out is None:
-            reports, saved = index(cfg), None
+            reports, saved = index(cfg, checked=True), None
         else:
-            reports, saved = save_index(cfg, out)
+            reports, saved = save_index(cfg, out, checked=True)
     except CascadeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

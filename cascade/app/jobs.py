@@ -18,10 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from cascade.app.runner import (
     INPUTS_FILE,
     RESULT_FILES,
+    Built,
     RunResult,
     Summary,
-    build_dataset,
-    build_pipeline,
     inputs_fingerprint,
     run,
 )
@@ -65,11 +64,12 @@ def comparable(config: dict) -> dict:
     return _strip({key: value for key, value in config.items() if key not in IGNORED_KEYS})
 
 
-def finished(cfg: DictConfig, out: Path) -> JobOutcome | None:
+def finished(cfg: DictConfig, out: Path, built: Built | None = None) -> JobOutcome | None:
     """The saved results in ``out`` if that job finished with the same config and the same inputs.
 
     Inputs are the dataset's corpus, queries and qrels fingerprints and the models' content
-    identities (``inputs.json``), so a job whose data or model changed runs again.
+    identities (``inputs.json``), so a job whose data or model changed runs again. ``built``: where
+    the dataset and pipeline are built (kept for the run when the job must run again).
     """
     if not all((out / name).is_file() for name in ("metrics.json", "config.yaml", INPUTS_FILE)):
         return None
@@ -86,7 +86,8 @@ def finished(cfg: DictConfig, out: Path) -> JobOutcome | None:
         return None
     try:
         saved_inputs = json.loads((out / INPUTS_FILE).read_text(encoding="utf-8"))
-        now = inputs_fingerprint(build_dataset(cfg), build_pipeline(cfg))
+        built = Built(cfg) if built is None else built
+        now = inputs_fingerprint(built.dataset, built.pipeline)
     except (OSError, ValueError) as err:
         log.warning("cannot compare the inputs of %s (%s); running the job again", out, err)
         return None
@@ -120,8 +121,10 @@ def run_sweep_job(cfg: DictConfig) -> JobOutcome:
     """
     out = Path(cfg.paths.output_dir)
     resume = OmegaConf.select(cfg, "sweep.resume", default=True)
+    built = None
     try:
-        done = finished(cfg, out) if resume else None
+        built = Built(cfg)  # targets checked once; what the resume check builds, the run reuses
+        done = finished(cfg, out, built) if resume else None
     except Exception as err:  # e.g. a config that no longer builds: the run below reports it
         log.debug("resume check of %s failed: %s", out, err)
         done = None
@@ -132,7 +135,7 @@ def run_sweep_job(cfg: DictConfig) -> JobOutcome:
     for stale in (*RESULT_FILES, ERROR_FILE):  # a rerun leaves nothing of the old results, even if it fails
         (out / stale).unlink(missing_ok=True)
     try:
-        result = run(cfg, out)
+        result = run(cfg, out, built)
     except Exception as err:
         error = record_failure(out, err)
         log.error("job %s failed: %s: %s", out.name, error["type"], error["message"],

@@ -5,6 +5,7 @@ with ``@hydra.main`` in :mod:`cascade.app.cli`.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -94,28 +95,51 @@ def _cause_chain(err: BaseException | None) -> str:
     return f" (caused by: {'; '.join(parts)})" if parts else ""
 
 
+class Built:
+    """What a config builds (dataset, pipeline, engine), each built on first use and then kept.
+
+    Every ``_target_`` of ``cfg`` is checked once, when this is made (:mod:`cascade.app.targets`),
+    never per object; a resumed sweep job that must run again reuses what its resume check built.
+    """
+
+    def __init__(self, cfg: DictConfig, checked: bool = False):
+        if not checked:  # checked: the caller has just checked this very config (index_cmd.compose_config)
+            check_targets(cfg)
+        self.cfg = cfg
+
+    @functools.cached_property
+    def dataset(self) -> Dataset:
+        dataset = build(self.cfg.dataset, "dataset")
+        limit = check_positive(self.cfg.get("max_queries"), "max_queries", null_means="all queries")
+        return dataset if limit is None else dataset.subset(limit)
+
+    @functools.cached_property
+    def pipeline(self) -> Pipeline:
+        pipeline = build(self.cfg.pipeline, "pipeline")
+        if not isinstance(pipeline, Stage):
+            raise ConfigError(f"pipeline: built a {type(pipeline).__name__}, expected a cascade Stage or Pipeline")
+        return pipeline if isinstance(pipeline, Pipeline) else Pipeline([pipeline])
+
+    @functools.cached_property
+    def engine(self) -> Any:
+        """The corpus-encoding engine of ``cfg.encoding`` (None when the config has none: encode locally)."""
+        node = self.cfg.get("encoding")
+        return None if node is None else build(node, "encoding")
+
+
 def build_dataset(cfg: DictConfig) -> Dataset:
-    check_targets(cfg)
-    dataset = build(cfg.dataset, "dataset")
-    limit = check_positive(cfg.get("max_queries"), "max_queries", null_means="all queries")
-    if limit is not None:
-        dataset = dataset.subset(limit)
-    return dataset
+    """The configured dataset (``max_queries`` applied), its targets checked first."""
+    return Built(cfg).dataset
 
 
 def build_pipeline(cfg: DictConfig) -> Pipeline:
-    check_targets(cfg)
-    pipeline = build(cfg.pipeline, "pipeline")
-    if not isinstance(pipeline, Stage):
-        raise ConfigError(f"pipeline: built a {type(pipeline).__name__}, expected a cascade Stage or Pipeline")
-    return pipeline if isinstance(pipeline, Pipeline) else Pipeline([pipeline])
+    """The configured pipeline, its targets checked first."""
+    return Built(cfg).pipeline
 
 
 def build_engine(cfg: DictConfig) -> Any:
-    """The corpus-encoding engine of ``cfg.encoding`` (None when the config has none: encode locally)."""
-    check_targets(cfg)
-    node = cfg.get("encoding")
-    return None if node is None else build(node, "encoding")
+    """The corpus-encoding engine of ``cfg.encoding`` (None: encode locally), its targets checked first."""
+    return Built(cfg).engine
 
 
 def _digest(items: Any) -> str:
@@ -134,23 +158,22 @@ def inputs_fingerprint(dataset: Dataset, pipeline: Pipeline) -> dict:
             "qrels": _digest(dataset.qrels), "models": models}
 
 
-def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RunResult:
+def run(cfg: DictConfig, output_dir: str | Path | None = None, built: Built | None = None) -> RunResult:
     """Run the configured pipeline on the configured dataset and save the results.
 
     Every ``_target_`` is checked against the allow-list (:mod:`cascade.app.targets`) and every
     metric name is parsed before anything is built. Writes :data:`RESULT_FILES` into
-    ``output_dir`` (default ``cfg.paths.output_dir``); ``metrics.json`` (metric name -> mean
+    ``output_dir`` (default ``cfg.paths.output_dir``); ``built``: what a caller already built from
+    ``cfg`` (a sweep job's resume check). ``metrics.json`` (metric name -> mean
     value) comes last. Index builds are locked per artifact, so concurrent runs share them.
     """
     out = Path(output_dir if output_dir is not None else cfg.paths.output_dir)
-    check_targets(cfg)
+    built = Built(cfg) if built is None else built  # every target checked, nothing built yet
     metric_names = [str(m) for m in cfg.metrics]
     if not metric_names:
         raise ConfigError("metrics is empty; name at least one, e.g. metrics=[nDCG@10,R@100]")
     parse_metrics(metric_names)  # reject a bad metric name before any work
-    pipeline = build_pipeline(cfg)
-    engine = build_engine(cfg)
-    dataset = build_dataset(cfg)
+    pipeline, engine, dataset = built.pipeline, built.engine, built.dataset
     result = pipeline.run(dataset, engine=engine)
     metrics = evaluate(result, dataset.qrels, metric_names)
     stages = stage_report(result, dataset.qrels)
