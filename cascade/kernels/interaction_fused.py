@@ -17,9 +17,8 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import torch
 
-from cascade.kernels.residual_fused import INSTALL_HINT, available
+from cascade.kernels.residual_fused import INSTALL_HINT, available, match_torch_threads
 
 __all__ = ["available", "doc_maxima", "doc_maxima_naive"]
 
@@ -53,12 +52,10 @@ def doc_maxima(table: np.ndarray, codes: np.ndarray, starts: np.ndarray, lengths
     """
     if not available():
         raise ImportError(f"the fused centroid interaction needs numba: {INSTALL_HINT}")
-    import numba
-
     table = np.ascontiguousarray(table, np.float32)
     out = np.full((len(starts), table.shape[1]), -np.inf, np.float32)
     if len(starts):
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        match_torch_threads()
         _kernel()(table, np.asarray(codes), np.ascontiguousarray(starts, np.int64),
                   np.ascontiguousarray(lengths, np.int64), out)
     return out

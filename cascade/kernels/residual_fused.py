@@ -44,6 +44,13 @@ def available() -> bool:
     return True
 
 
+def match_torch_threads() -> None:
+    """numba's parallel loops use as many threads as torch (``torch.set_num_threads``), within numba's pool."""
+    import numba
+
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
 def _require() -> None:
     if not available():
         raise ImportError(f"the fused residual kernel needs numba: {INSTALL_HINT}")
@@ -146,10 +153,8 @@ def score_rows(lut: np.ndarray, cscores: np.ndarray, cidx: np.ndarray, scale: np
     int64 global token rows. Columns past the query's tokens score 0 (``q`` padded with zeros).
     """
     _require()
-    import numba
-
     kernel = _kernel()
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    match_torch_threads()
     width = lut.shape[0] * GROUP
     if out is None:
         out = np.empty((len(rows), width), np.float32)
