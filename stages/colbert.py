@@ -85,7 +85,8 @@ class ColBERT(Stage):
         assignment: how tokens find their centroid: ``exact`` (all centroids), ``coarse`` (coarse
             cells first, then the centroids of the best few; with the two-level k-means) or ``auto``
             (exact up to 16,384 centroids, coarse above); part of the index's cache key.
-        compute_dtype: ``float32`` or ``bfloat16`` for the MaxSim matmuls and PLAID's centroid scores
+        compute_dtype: ``float32`` or ``bfloat16`` for the MaxSim matmuls (reranking, exhaustive search, PLAID's exact
+            stage) and PLAID's centroid scores
             (faster on CPUs with AVX-512 BF16 and on GPUs); ``auto`` (the default): bfloat16 where the
             device has it natively, else float32 (``experiments/bf16_defaults``: nDCG@10 within 0.001).
         device, precision, cache_dir, progress: as for :class:`~cascade.stages.biencoder.BiEncoder`
@@ -289,7 +290,9 @@ class ColBERT(Stage):
                                            allowed=batch.row_mask, fill=batch.allowed is not None)
             else:
                 tokens = _token_rows(index)
-                idx, scores = exhaustive_search(queries, mask, tokens, index.offsets, k, allowed=batch.row_mask)
+                # bf16 where MaxSim reranks in bf16: the same stage scores a document the same way first or later
+                idx, scores = exhaustive_search(queries, mask, tokens, index.offsets, k, allowed=batch.row_mask,
+                                                compute_dtype=self.compute_dtype)
         idx[empty], scores[empty] = -1, -np.inf  # an empty query finds nothing
         return Candidates(idx, scores).topk(k)
 

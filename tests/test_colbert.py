@@ -143,7 +143,8 @@ def test_stage_scores_match_the_naive_kernel_on_its_own_vectors(models, corpus, 
 
 def test_first_stage_on_the_fp16_index_is_exhaustive_maxsim(models, corpus, tmp_path):
     """First in a pipeline, ColBERT scores every document (search=exhaustive on the fp16 index)."""
-    stage = ColBERT(k=3, model=str(models["colbert_ai"]), cache_dir=tmp_path, progress=False)
+    stage = ColBERT(k=3, model=str(models["colbert_ai"]), cache_dir=tmp_path, progress=False,
+                    compute_dtype="float32")
     out = Pipeline([stage]).run(Batch(QUERIES, corpus)).candidates
     queries, mask = stage.encoder.encode_queries(QUERIES)
     every = np.tile(np.arange(len(corpus)), (len(QUERIES), 1))
@@ -152,6 +153,18 @@ def test_first_stage_on_the_fp16_index_is_exhaustive_maxsim(models, corpus, tmp_
         best = np.lexsort((every[q], -naive[q].astype(np.float64)))[:3]
         assert out.doc_idx[q].tolist() == every[q][best].tolist()
         assert np.allclose(out.scores[q], naive[q][best], atol=1e-4)
+
+
+def test_first_stage_scores_as_the_stage_reranks_in_either_dtype(models, corpus, tmp_path):
+    """Retrieving first gives each document the score reranking it gives (bf16 included, compute_dtype=auto)."""
+    for dtype in ("auto", "float32"):
+        stage = ColBERT(k=len(corpus), model=str(models["colbert_ai"]), cache_dir=tmp_path, progress=False,
+                        compute_dtype=dtype)
+        first = Pipeline([stage]).run(Batch(QUERIES, corpus)).candidates
+        every = Candidates(np.tile(np.arange(len(corpus)), (len(QUERIES), 1)),
+                           np.zeros((len(QUERIES), len(corpus)), np.float32))
+        scores = stage.score(Batch(QUERIES, corpus, every))
+        np.testing.assert_allclose(first.scores, np.take_along_axis(scores, first.doc_idx, 1), rtol=0, atol=1e-6)
 
 
 def test_long_documents_are_truncated_and_counted(models, corpus, tmp_path, caplog):

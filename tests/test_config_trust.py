@@ -1,9 +1,10 @@
 """No config, override or experiment file can call a callable outside cascade and what the user allows.
 
 Targets are checked by what they resolve to (every step of the dotted path), logging configs by the
-factories, files and ext:// names they give dictConfig, and sweeps job by job, before Hydra starts.
+factories, files and ext:// names they give dictConfig, and sweeps job by job, as Hydra composes them.
 """
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from cascade import ConfigError
+from cascade.app import cli
+from cascade.app.cli import main as cli_main
 from cascade.app.hydra_checks import check_env, check_logging
-from cascade.app.precheck import precheck
 from cascade.app.targets import check_target, check_targets
 
 
@@ -99,9 +101,25 @@ def test_sibling_keys_are_checked(case):
 
 
 # --- where a config comes from: the command line, an experiment file, a --config-dir ------------
-def test_on_the_command_line(tmp_path):
-    with pytest.raises(ConfigError, match="stage.bm25.fusion._target_ = 'cascade.core.files.tempfile.mkdtemp'"):
-        precheck(["pipeline=bm25", "stage.bm25.fusion={_target_: cascade.core.files.tempfile.mkdtemp, dir: /tmp}"])
+def refused(args: list[str], capsys, match: str) -> str:
+    """``cascade run ARGS`` in this process: refused (exit 2) with ``match`` in its error, and nothing run."""
+    capsys.readouterr()
+    assert cli_main(["run", *args]) == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err), err
+    return err
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_on_the_command_line(in_tmp, capsys):
+    refused(["pipeline=bm25", "stage.bm25.fusion={_target_: cascade.core.files.tempfile.mkdtemp, dir: /tmp}"],
+            capsys, "stage.bm25.fusion._target_ = 'cascade.core.files.tempfile.mkdtemp'")
+    assert list(in_tmp.iterdir()) == []  # refused as Hydra composed it: no run folder, no log
 
 
 def _conf_dir(tmp_path: Path, group: str, name: str, text: str) -> Path:
@@ -111,50 +129,105 @@ def _conf_dir(tmp_path: Path, group: str, name: str, text: str) -> Path:
     return folder
 
 
-def test_in_an_experiment_file(tmp_path):
-    conf = _conf_dir(tmp_path, "experiment", "evil", "# @package _global_\nstage:\n  bm25:\n    fusion:\n"
+def test_in_an_experiment_file(in_tmp, capsys):
+    conf = _conf_dir(in_tmp, "experiment", "evil", "# @package _global_\nstage:\n  bm25:\n    fusion:\n"
                      "      _target_: cascade.core.stage.np.savetxt\n      fname: /tmp/evil.pth\n      X: [1]\n")
-    with pytest.raises(ConfigError, match="'cascade.core.stage.np' is the module 'numpy'"):
-        precheck(["--config-dir", str(conf), "+experiment=evil", "pipeline=bm25"])
+    refused(["--config-dir", str(conf), "+experiment=evil", "pipeline=bm25"], capsys,
+            "'cascade.core.stage.np' is the module 'numpy'")
 
 
-def test_in_a_config_dir_pipeline(tmp_path):
-    conf = _conf_dir(tmp_path, "pipeline", "mine", "# @package _global_\npipeline:\n  _target_: cascade.Pipeline\n"
+def test_in_a_config_dir_pipeline(in_tmp, capsys):
+    conf = _conf_dir(in_tmp, "pipeline", "mine", "# @package _global_\npipeline:\n  _target_: cascade.Pipeline\n"
                      "  name: mine\n  stages:\n    - _target_: cascade.core.files.os.makedirs\n      name: /tmp/x\n")
-    with pytest.raises(ConfigError, match="pipeline.stages\\[0\\]._target_"):
-        precheck([f"--config-dir={conf}", "pipeline=mine"])
+    refused([f"--config-dir={conf}", "pipeline=mine"], capsys, "pipeline.stages\\[0\\]._target_")
 
 
-def test_a_hydra_function_is_refused_in_hydra_settings(tmp_path):
-    conf = _conf_dir(tmp_path, "experiment", "cb", "# @package _global_\nhydra:\n  callbacks:\n    c:\n"
+def test_a_hydra_function_is_refused_in_hydra_settings(in_tmp, capsys):
+    conf = _conf_dir(in_tmp, "experiment", "cb", "# @package _global_\nhydra:\n  callbacks:\n    c:\n"
                      "      _target_: hydra.utils.call\n      config: {}\n")
-    with pytest.raises(ConfigError, match="only classes of Hydra"):
-        precheck(["--config-dir", str(conf), "+experiment=cb", "pipeline=bm25"])
+    refused(["--config-dir", str(conf), "+experiment=cb", "pipeline=bm25"], capsys, "only classes of Hydra")
+    refused(["-m", "--config-dir", str(conf), "+experiment=cb", "pipeline=bm25"], capsys, "only classes of Hydra")
 
 
-def test_a_sweep_is_checked_job_by_job():
-    """The master config of a sweep holds no swept value; each job's value is checked."""
-    with pytest.raises(ConfigError, match="'cascade.core.files.os.makedirs'"):
-        precheck(["-m", "pipeline=bm25", "+evil=cascade.Fusion,cascade.core.files.os.makedirs",
-                  "stage.bm25.fusion={_target_: '${evil}'}"])
-    precheck(["-m", "pipeline=bm25", "stage.bm25.k=10,20"])  # an ordinary sweep passes
+def test_a_sweep_is_checked_job_by_job_before_any_job_runs(in_tmp, capsys, monkeypatch):
+    """The master config of a sweep holds no swept value; each job's value is checked, and a refused
+    job stops the sweep before its first job runs, leaving no sweep folder."""
+    ran: list = []
+    monkeypatch.setattr(cli, "run_sweep_job", lambda cfg, checked=False: ran.append(cfg))
+    refused(["-m", "pipeline=bm25", "+evil=cascade.Fusion,cascade.core.files.os.makedirs",
+             "stage.bm25.fusion={_target_: '${evil}'}"], capsys, "'cascade.core.files.os.makedirs'")
+    assert ran == [] and not (in_tmp / "multirun").exists()
 
 
-def test_sweeper_params_in_an_experiment_file_are_checked(tmp_path):
-    conf = _conf_dir(tmp_path, "experiment", "sw", "# @package _global_\nhydra:\n  sweeper:\n    params:\n"
+def test_sweeper_params_in_an_experiment_file_are_checked(in_tmp, capsys):
+    conf = _conf_dir(in_tmp, "experiment", "sw", "# @package _global_\nhydra:\n  sweeper:\n    params:\n"
                      "      +evil: cascade.Fusion,cascade.core.files.os.makedirs\n"
                      "stage:\n  bm25:\n    fusion:\n      _target_: ${evil}\n")
-    with pytest.raises(ConfigError, match="'cascade.core.files.os.makedirs'"):
-        precheck(["-m", "--config-dir", str(conf), "+experiment=sw", "pipeline=bm25"])
+    refused(["-m", "--config-dir", str(conf), "+experiment=sw", "pipeline=bm25"], capsys,
+            "'cascade.core.files.os.makedirs'")
+    assert not (in_tmp / "multirun").exists()
 
 
-def test_options_that_run_code_or_dodge_the_check_are_refused():
-    with pytest.raises(ConfigError, match="pickled config"):
-        precheck(["--experimental-rerun", "x.pickle"])
-    with pytest.raises(ConfigError, match="--config-dir"):
-        precheck(["--config-path", "/tmp/other"])
-    with pytest.raises(ConfigError, match="unknown option"):
-        precheck(["--no-such-flag", "pipeline=bm25"])
+def test_a_refused_sweep_keeps_the_folder_of_an_earlier_one(in_tmp, capsys):
+    earlier = in_tmp / "sweeps" / "mine"
+    (earlier / "0").mkdir(parents=True)
+    (earlier / "0" / "metrics.json").write_text("{}")
+    refused(["-m", "pipeline=bm25", "+evil=cascade.core.files.os.makedirs,cascade.Fusion", f"hydra.sweep.dir={earlier}",
+             "stage.bm25.fusion={_target_: '${evil}'}"], capsys, "'cascade.core.files.os.makedirs'")
+    assert (earlier / "0" / "metrics.json").is_file()
+
+
+def test_options_that_run_code_or_dodge_the_check_are_refused(in_tmp, capsys):
+    refused(["--experimental-rerun", "x.pickle"], capsys, "pickled config")
+    refused(["--config-path", "/tmp/other"], capsys, "--config-dir")
+    refused(["--no-such-flag", "pipeline=bm25"], capsys, "unknown option")
+
+
+def _count(monkeypatch, owner, name: str) -> list:
+    calls: list = []
+    original = getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+def test_a_run_is_composed_once_and_its_targets_checked_once(in_tmp, tiny_beir, monkeypatch):
+    """cascade composes nothing itself: Hydra composes the config twice (once to read ``hydra.mode``),
+    each composition is checked once, and the run builds without checking again."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    import cascade.app.precheck as precheck
+    import cascade.app.runner as runner
+
+    monkeypatch.setenv("CASCADE_CACHE_DIR", str(in_tmp / "cache"))
+    composed = _count(monkeypatch, ConfigLoaderImpl, "_load_configuration_impl")
+    checks = [_count(monkeypatch, module, "check_targets") for module in (precheck, runner)]
+    assert cli_main(["run", "pipeline=bm25", f"dataset.path={tiny_beir}", "hydra.run.dir=out"]) == 0
+    assert len(composed) == 2 and [len(c) for c in checks] == [2, 0]
+    assert (in_tmp / "out" / "metrics.json").is_file()
+    # a sweep: Hydra composes its own config (twice), then each job's to validate the batch and to launch it
+    composed.clear(), checks[0].clear()
+    assert cli_main(["run", "-m", "pipeline=bm25", f"dataset.path={tiny_beir}", "stage.bm25.k=2,3",
+                     "hydra.sweep.dir=sweep"]) == 0
+    assert len(composed) == 2 + 2 * 2 and [len(c) for c in checks] == [6, 0]
+    assert len(list((in_tmp / "sweep").glob("*/metrics.json"))) == 2
+
+
+def test_without_cascades_loader_run_checks_targets_itself():
+    """``run(cfg)`` from Python (no ``cascade run``) checks every target before building anything."""
+    from cascade.app.precheck import composed_by_cascade
+
+    assert not composed_by_cascade()
+    cfg = OmegaConf.create({"dataset": {"_target_": "cascade.core.files.os.makedirs", "name": "/tmp/x"},
+                            "pipeline": {"_target_": "cascade.Pipeline", "stages": []}, "metrics": ["nDCG@10"]})
+    from cascade.app.runner import run
+
+    with pytest.raises(ConfigError, match="dataset._target_"):
+        run(cfg, output_dir="unused")
 
 
 # --- logging configs ------------------------------------------------------------------------------
@@ -190,8 +263,14 @@ def test_formatters_and_filters_are_checked_too():
 
 
 def test_hydras_default_logging_and_allowed_factories_pass():
-    cfg = precheck(["pipeline=bm25"])  # Hydra's own job and hydra logging configs
-    assert cfg is not None and OmegaConf.select(cfg, "hydra.job_logging.handlers.file.class") == "logging.FileHandler"
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import RunMode
+
+    from cascade.app.precheck import CheckedConfigLoader
+
+    loader = CheckedConfigLoader(config_search_path=create_config_search_path("pkg://cascade.conf"))
+    cfg = loader.load_configuration("config", ["pipeline=bm25"], run_mode=RunMode.RUN)  # Hydra's logging configs
+    assert OmegaConf.select(cfg, "hydra.job_logging.handlers.file.class") == "logging.FileHandler"
     check_logging(_logging({"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}))
     allowed = _logging({"()": "cascade.core.fusion.Fusion"})
     with pytest.raises(ConfigError):

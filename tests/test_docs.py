@@ -129,10 +129,54 @@ def commands(code: str) -> list[list[str]]:
     return out
 
 
+def _loader(flags: list[str]):
+    """cascade's checking config loader over the search path ``cascade run FLAGS`` gives Hydra."""
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+
+    from cascade.app.precheck import CheckedConfigLoader
+
+    path = create_config_search_path("pkg://cascade.conf")
+    options = dict(zip(flags, flags[1:]))
+    config_dir = options.get("-cd") or options.get("--config-dir")
+    if config_dir:
+        path.prepend(provider="command-line", path=f"file://{Path(config_dir).expanduser().resolve()}",
+                     anchor=SearchPathQuery(provider="schema"))  # where Hydra puts --config-dir
+    return CheckedConfigLoader(config_search_path=path), options.get("-cn") or options.get("--config-name") or "config"
+
+
+def compose_run(args: list[str]) -> None:
+    """Compose (and check) the config of ``cascade run ARGS`` as Hydra would, and each job of a sweep."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from cascade.app.precheck import ConfigRefused, parse_args
+
+    flags, overrides, multirun = parse_args(args)
+    loader, name = _loader(flags)
+    try:
+        cfg = loader.load_configuration(name, overrides, run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN)
+        if not multirun:
+            return
+        params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
+        parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + overrides)
+        for job in BasicSweeper.split_arguments(parsed, None)[0]:  # the jobs as Hydra's sweeper makes them
+            try:
+                loader.load_sweep_config(cfg, list(job))
+            except ConfigRefused:
+                raise
+            except Exception as err:  # noqa: BLE001 - Hydra's composition errors, reported whole
+                raise AssertionError(f"a job of `cascade run {' '.join(args)}` does not compose: "
+                                     f"{' '.join(job)}: {err}") from None
+    except ConfigRefused as refused:
+        raise refused.error from None
+
+
 def check_command(args: list[str]) -> str | None:
     """Check one ``cascade ARGS`` as far as possible without running it; a reason when it cannot be."""
     from cascade.app import cli, eval_cmd, index_cmd, serve_cmd, tune
-    from cascade.app.precheck import _jobs, _loader, _sweeps, parse_args, precheck
 
     command, rest = args[0], args[1:]
     if command == "run":
@@ -141,23 +185,7 @@ def check_command(args: list[str]) -> str | None:
             cli.check_launcher(rest)
         except cli.CascadeError as err:
             return f"its launcher's plugin is not installed here ({err})"
-        cfg = precheck(rest)
-        assert cfg is not None, f"`cascade run {' '.join(rest)}` does not compose"
-        from omegaconf import OmegaConf
-
-        cli.parse_baseline(OmegaConf.select(cfg, "sweep.baseline", default=None))
-        options, overrides, multirun = parse_args(rest)
-        if multirun:  # precheck lets Hydra report a job that does not compose; here every job must
-            from hydra.types import RunMode
-
-            loader = _loader(options)
-            fixed, swept = _sweeps(cfg, overrides)
-            for job in _jobs(fixed, swept) if swept else [overrides]:
-                try:
-                    loader.load_configuration("config", job, run_mode=RunMode.MULTIRUN)
-                except Exception as err:  # noqa: BLE001 - Hydra's composition errors, reported whole
-                    raise AssertionError(f"a job of `cascade run {' '.join(rest)}` does not compose: "
-                                         f"{' '.join(job)}: {err}") from None
+        compose_run(rest)
     elif command == "index":
         if rest[:1] and rest[0] in ("add", "update", "delete", "compact", "info"):
             needs = {"add": 2, "update": 2, "delete": 2}.get(rest[0], 1)

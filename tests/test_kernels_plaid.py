@@ -3,6 +3,7 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings, strategies as st
 
 from cascade.kernels import interaction_fused
@@ -181,6 +182,42 @@ def test_exhaustive_search_matches_naive(index):
         ref_idx, ref_sc = exhaustive_naive(index, k)
         np.testing.assert_array_equal(idx, ref_idx)
         np.testing.assert_allclose(sc, ref_sc, rtol=1e-5)
+
+
+def maxsim_naive_bf16(queries, mask, tokens, offsets):
+    """MaxSim of every document as bf16 kernels compute it: inputs and each similarity rounded to bf16,
+    the maxima summed in float32 (one small product per pair, in Python loops)."""
+    import torch
+
+    q, d = (torch.from_numpy(np.asarray(x, np.float32)).to(torch.bfloat16).double() for x in (queries, tokens))
+    out = np.zeros((len(queries), len(offsets) - 1), np.float32)
+    for i in range(len(queries)):
+        qi = q[i][torch.from_numpy(np.asarray(mask[i], bool))]
+        for j in range(len(offsets) - 1):
+            sim = (d[offsets[j]:offsets[j + 1]] @ qi.T).to(torch.bfloat16).float()
+            out[i, j] = sim.max(0).values.sum() if len(sim) and len(qi) else (0.0 if len(sim) else -np.inf)
+    return out
+
+
+def test_exhaustive_search_in_bf16_matches_its_naive_loop_and_maxsim(index):
+    """bf16 search scores each document as bf16 MaxSim reranking does, so a stage scores alike first or later."""
+    from cascade.kernels.maxsim import bf16_pays
+
+    if not bf16_pays(torch.device("cpu")):
+        pytest.skip("no native bf16 on this CPU (the search falls back to float32)")
+    n = len(index["offsets"]) - 1
+    ref = maxsim_naive_bf16(index["queries"], index["mask"], index["tokens"], index["offsets"])
+    idx, sc = exhaustive_search(index["queries"], index["mask"], index["tokens"], index["offsets"], n,
+                                tile_tokens=97, compute_dtype="bfloat16")
+    got = np.full_like(ref, np.nan)
+    np.put_along_axis(got, idx, sc, 1)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
+    all_docs = np.broadcast_to(np.arange(n), (len(ref), n))
+    rerank = maxsim(index["queries"], index["mask"], index["tokens"], index["offsets"], all_docs,
+                    compute_dtype="bfloat16")
+    np.testing.assert_allclose(got, rerank, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="compute_dtype"):
+        exhaustive_search(index["queries"], index["mask"], index["tokens"], index["offsets"], 3, compute_dtype="fp8")
 
 
 def test_exhaustive_search_with_queries_without_tokens(index):

@@ -17,12 +17,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from cascade.app.naming import EXPERIMENT_KEYS, register_resolvers
+from cascade.app.naming import EXPERIMENT_KEYS, raw_node
 from cascade.core.files import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-register_resolvers()  # ${cascade.sweep_name:} and ${cascade.safe_name:...}, wherever jobs are configured
 
 # environment variables set for every job from this process's config, so that workers started
 # elsewhere (joblib, a Ray cluster, SLURM) use the same cache and data folders
@@ -31,8 +30,8 @@ PINNED_ENV = {"CASCADE_CACHE_DIR": "paths.cache_dir", "CASCADE_DATA_DIR": "paths
 
 def constant_keys(config: DictConfig) -> list[str]:
     """Override keys with one value for every job of the sweep: left out of job folder names."""
-    lines = [str(o) for o in config.hydra.overrides.task]
-    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    lines = [str(o) for o in raw_node(config, "hydra.overrides.task") or []]
+    params = raw_node(config, "hydra.sweeper.params") or {}
     lines += [f"{key}={value}" for key, value in params.items()]
     parsed = OverridesParser.create().parse_overrides(lines)
     swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}

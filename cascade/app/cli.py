@@ -11,13 +11,13 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import cascade
-from cascade.app.baseline import normalise_args as normalise_baseline, parse_baseline
+from cascade.app.baseline import normalise_args as normalise_baseline
 from cascade.app.jobs import JobOutcome, run_sweep_job
-from cascade.app.precheck import precheck
-from cascade.app.runner import RunResult, run
+from cascade.app.precheck import ConfigRefused, checked_composition, composed_by_cascade, parse_args
+from cascade.app.runner import Built, RunResult, run
 from cascade.app.sweep import SweepSummary
 from cascade.app.tables import markdown_table
 from cascade.core.errors import CascadeError
@@ -81,12 +81,13 @@ def print_sweep(report: SweepSummary) -> int:
 @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float | None:
     logging.getLogger("cascade").setLevel(cfg.get("log_level", "INFO"))
+    checked = composed_by_cascade()  # cascade's loader checked this config as Hydra composed it
     if HydraConfig.get().mode == RunMode.MULTIRUN:
-        outcome = run_sweep_job(cfg)  # a failed job is recorded in its folder; the sweep goes on
+        outcome = run_sweep_job(cfg, checked)  # a failed job is recorded in its folder; the sweep goes on
         print_job(outcome)
         return outcome.metrics.get(str(cfg.sweep.metric))
     try:
-        result = run(cfg)
+        result = run(cfg, built=Built(cfg, checked))
     except CascadeError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -148,17 +149,18 @@ def _run(rest: list[str]) -> int:
     """``cascade run``: Hydra around :func:`cascade.app.runner.run`; a sweep's summary comes back in a file."""
     rest = normalise_baseline(rest)  # sweep.baseline=[pipeline=bm25] etc.: see cascade.app.baseline
     check_launcher(rest)
-    cfg = precheck(rest)  # before Hydra starts: it builds callbacks and configures logging first
-    if cfg is not None:
-        parse_baseline(OmegaConf.select(cfg, "sweep.baseline", default=None))  # a bad one fails before any job
+    flags, overrides, _ = parse_args(rest)  # refuses what cascade does not support; flags go first for Hydra
     folder = Path(tempfile.mkdtemp(prefix="cascade-report-"))
     report_file = folder / "report.json"
     try:
-        sys.argv = ["cascade run", *rest, f"++hydra.callbacks.sweep_report.report_file={report_file}"]
-        hydra_main()
+        sys.argv = ["cascade run", *flags, *overrides, f"++hydra.callbacks.sweep_report.report_file={report_file}"]
+        with checked_composition():  # each config Hydra composes is checked before Hydra applies it
+            hydra_main()
         if report_file.is_file():
             return print_sweep(SweepSummary.from_dict(json.loads(report_file.read_text(encoding="utf-8"))))
         return 0
+    except ConfigRefused as refused:  # raised inside Hydra, before it applied any of the config
+        raise refused.error from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

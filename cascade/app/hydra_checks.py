@@ -1,4 +1,4 @@
-"""What Hydra itself builds or applies from a config, checked before Hydra starts.
+"""What Hydra itself builds or applies from a config, checked before Hydra applies it.
 
 Besides ``_target_`` (:mod:`cascade.app.targets`), Hydra passes ``hydra.job_logging`` and
 ``hydra.hydra_logging`` to :func:`logging.config.dictConfig`, which calls any factory named
@@ -40,7 +40,7 @@ _CODE_ENV = re.compile(r"^(LD_.*|DYLD_.*|PYTHON.*|PATH|BASH_ENV|ENV|PERL5OPT|PER
 
 def _resolved(node: Any) -> Any:
     """``node`` as plain containers, each part resolved where it can be (``${hydra:...}`` cannot
-    be before Hydra starts: such a leaf is kept as written)."""
+    be before Hydra runs a job: such a leaf is kept as written)."""
     if not isinstance(node, (DictConfig, ListConfig)):
         return node
     try:

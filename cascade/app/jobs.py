@@ -113,17 +113,18 @@ def record_failure(out: Path, err: BaseException) -> dict:
     return error
 
 
-def run_sweep_job(cfg: DictConfig) -> JobOutcome:
+def run_sweep_job(cfg: DictConfig, checked: bool = False) -> JobOutcome:
     """Run one sweep job; never raises for a failing job.
 
     ``ok``: it ran; ``skipped``: ``sweep.resume`` found results of the same config and inputs
     in its folder; ``failed``: the error is in the outcome and in the folder's ``error.json``.
+    ``checked``: the caller has checked ``cfg``'s targets (``cascade run``'s config loader did).
     """
     out = Path(cfg.paths.output_dir)
     resume = OmegaConf.select(cfg, "sweep.resume", default=True)
     built = None
     try:
-        built = Built(cfg)  # targets checked once; what the resume check builds, the run reuses
+        built = Built(cfg, checked)  # targets checked once; what the resume check builds, the run reuses
         done = finished(cfg, out, built) if resume else None
     except Exception as err:  # e.g. a config that no longer builds: the run below reports it
         log.debug("resume check of %s failed: %s", out, err)

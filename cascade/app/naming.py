@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 _UNSAFE = re.compile(r"[^-\w.=,+%@]")
 MAX_NAME = 120
@@ -52,12 +53,25 @@ def sweep_name(overrides: Sequence[str]) -> str:
     return safe_name(",".join(([experiment] if experiment else []) + rest), empty="sweep")
 
 
+def raw_node(cfg: DictConfig, key: str) -> Any:
+    """``cfg``'s ``key`` as typed, interpolations unresolved (None if absent): Hydra keeps the command
+    line's overrides as strings, and one may hold an interpolation (``k='${x}'``) of a job's config."""
+    node = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+    return OmegaConf.to_container(node, resolve=False) if isinstance(node, (DictConfig, ListConfig)) else node
+
+
 def _sweep_dir_resolver(*, _root_: DictConfig) -> str:
-    overrides = OmegaConf.select(_root_, "hydra.overrides.task", default=None) or []
-    return sweep_name(list(overrides))
+    return sweep_name([str(o) for o in raw_node(_root_, "hydra.overrides.task") or []])
+
+
+def _auto_means(value: Any, auto: Any) -> Any:
+    return auto if value == "auto" else value
 
 
 def register_resolvers() -> None:
-    """``${cascade.sweep_name:}`` and ``${cascade.safe_name:TEXT}`` for conf/hydra/default.yaml."""
+    """cascade's config resolvers: ``${cascade.sweep_name:}`` and ``${cascade.safe_name:TEXT}`` (sweep and
+    job folder names, conf/hydra/default.yaml), and ``${cascade.auto_means:VALUE,AUTO}``, which is AUTO
+    when VALUE is ``auto`` and VALUE otherwise (a pipeline's own meaning of ``encoding.precision=auto``)."""
     OmegaConf.register_new_resolver("cascade.sweep_name", _sweep_dir_resolver, replace=True)
     OmegaConf.register_new_resolver("cascade.safe_name", lambda text="": safe_name(str(text)), replace=True)
+    OmegaConf.register_new_resolver("cascade.auto_means", _auto_means, replace=True)

@@ -103,7 +103,7 @@ class Built:
     """
 
     def __init__(self, cfg: DictConfig, checked: bool = False):
-        if not checked:  # checked: the caller has just checked this very config (index_cmd.compose_config)
+        if not checked:  # checked: the caller checked this very config (cascade run's loader, cascade index)
             check_targets(cfg)
         self.cfg = cfg
 

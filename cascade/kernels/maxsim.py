@@ -35,7 +35,7 @@ def candidate_lengths(offsets: np.ndarray, doc_idx: np.ndarray) -> np.ndarray:
     return lengths[np.where(doc_idx >= 0, doc_idx, -1)]
 
 
-def _bf16_pays(device: torch.device) -> bool:
+def bf16_pays(device: torch.device) -> bool:
     """bf16 matmuls are only faster with native support (CUDA, or CPUs with AVX512-BF16/AMX)."""
     if device.type != "cpu":
         return True
@@ -112,7 +112,7 @@ def maxsim(queries: np.ndarray, query_mask: np.ndarray, tokens: np.ndarray | Non
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     cdt = _DTYPES[compute_dtype]
-    if cdt == torch.bfloat16 and not _bf16_pays(dev):
+    if cdt == torch.bfloat16 and not bf16_pays(dev):
         logger.warning("no native bf16 on this CPU: computing MaxSim in float32")
         cdt = torch.float32
     offsets = np.asarray(offsets, dtype=np.int64)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from cascade.kernels import interaction_fused
+from cascade.kernels.maxsim import bf16_pays
 from cascade.kernels.plaid_plan import append_tail, default_search_params  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -300,7 +301,8 @@ def prune_candidates(queries: np.ndarray, query_mask: np.ndarray, centroids: np.
 
 def exhaustive_search(queries: np.ndarray, query_mask: np.ndarray, tokens: np.ndarray, offsets: np.ndarray,
                       k: int, tile_tokens: int = 1 << 14, allowed: np.ndarray | None = None,
-                      tile_elements: int = EXHAUSTIVE_TILE_ELEMENTS) -> tuple[np.ndarray, np.ndarray]:
+                      tile_elements: int = EXHAUSTIVE_TILE_ELEMENTS,
+                      compute_dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
     """Exact MaxSim top ``k`` over every document, scanning ``tokens`` in doc-aligned tiles.
 
     ``tokens``: the (T, dim) token matrix, or a callable ``(start, stop) -> (stop - start, dim)``
@@ -312,12 +314,20 @@ def exhaustive_search(queries: np.ndarray, query_mask: np.ndarray, tokens: np.nd
     empty documents are never returned. A tile holds at most ``tile_tokens`` tokens and at most
     ``tile_elements // V`` (V = unmasked query tokens in all), so its (t, V) similarities stay
     cache-sized as the batch grows (a tile never splits a document, so a long one may exceed it).
+    ``compute_dtype="bfloat16"``: tiles and queries are multiplied in bf16, each similarity rounded
+    to bf16 and the maxima summed in float32, as :func:`cascade.kernels.maxsim.maxsim` computes them.
     """
+    if compute_dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got {compute_dtype!r}")
+    cdt = torch.bfloat16 if compute_dtype == "bfloat16" else torch.float32
+    if cdt == torch.bfloat16 and not bf16_pays(torch.device("cpu")):
+        log.warning("no native bf16 on this CPU: searching in float32")
+        cdt = torch.float32
     offsets = np.asarray(offsets, np.int64)
     num_q, lq, dim = queries.shape
     mask = np.asarray(query_mask, bool)
     valid = np.ascontiguousarray(np.asarray(queries, np.float32)[mask])  # (V, dim), query by query
-    qt = torch.from_numpy(valid).T
+    qt = torch.from_numpy(valid).T.to(cdt)
     per_query = mask.sum(axis=1)
     col_starts = np.concatenate([[0], np.cumsum(per_query)[:-1]])
     live = np.flatnonzero(per_query > 0)  # a query without tokens scores 0 everywhere
@@ -331,8 +341,8 @@ def exhaustive_search(queries: np.ndarray, query_mask: np.ndarray, tokens: np.nd
         docs = np.arange(d0, d1)[np.diff(offsets[d0:d1 + 1]) > 0]
         if len(docs):
             rows = tokens(offsets[d0], offsets[d1]) if callable(tokens) else tokens[offsets[d0]:offsets[d1]]
-            tile = torch.from_numpy(np.array(rows, dtype=np.float32))
-            sim = (tile @ qt).numpy()  # (t, V)
+            tile = torch.from_numpy(np.array(rows, dtype=np.float32)).to(cdt)
+            sim = (tile @ qt).float().numpy()  # (t, V)
             per_doc = np.maximum.reduceat(sim, offsets[docs] - offsets[d0], axis=0)  # (n, V)
             sc = np.zeros((num_q, len(docs)), np.float32)
             if len(live):
