@@ -2,9 +2,11 @@
 
 ``count`` runs OP once on a copy of PRISTINE (``WORK/count``) and prints how many crash points it
 passed. ``kill`` runs it on a fresh copy ``WORK/k<i>`` for every point ``i`` in turn, in a child
-forked from this process (imports are paid once; the parent never runs torch, so forking is safe),
+forked from this process (imports are paid once; the parent never runs torch),
 which SIGKILLs itself at point ``i`` (:mod:`cascade.index.crashpoints`); it prints a JSON list of
-(i, how the child ended). OP is one of :data:`OPS`; ``save`` writes PRISTINE itself from scratch.
+(i, how the child ended). The parent imports what a writer imports (sentence-transformers alone takes
+~5 s), so the children start warm; importing torch starts none of its threads, so forking stays safe.
+OP is one of :data:`OPS`; ``save`` writes PRISTINE itself from scratch.
 """
 from __future__ import annotations
 
@@ -16,7 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import sentence_transformers  # noqa: E402,F401
+
 import cascade  # noqa: E402
+import cascade.saved  # noqa: E402,F401 - a writer's imports, paid once here (see the docstring)
+import cascade.stages.biencoder  # noqa: E402,F401
+import cascade.stages.bm25  # noqa: E402,F401
+import cascade.stages.colbert  # noqa: E402,F401
 from cascade.index import crashpoints  # noqa: E402
 
 from saved_helpers import make_docs, pipelines  # noqa: E402
