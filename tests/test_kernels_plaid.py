@@ -91,9 +91,11 @@ def test_approx_scores_match_naive(corpus, lq, seed, keep_frac, tile):
         np.testing.assert_array_equal(approx_scores(scores, codes, offsets, docs, keep=keep, kernel="fused"),
                                       approx_scores(scores, codes, offsets, docs, keep=keep, kernel="numpy"))
     ivf = build_ivf(codes, offsets, num_c)  # pairs from the kept centroids' lists when cheaper
-    np.testing.assert_allclose(
-        approx_scores(scores, codes, offsets, docs, keep=keep, ivf=ivf), expected, rtol=1e-5, atol=1e-5
-    )
+    via_ivf = approx_scores(scores, codes, offsets, docs, keep=keep, ivf=ivf, tile_elements=tile, kernel="numpy")
+    np.testing.assert_allclose(via_ivf, expected, rtol=1e-5, atol=1e-5)
+    if interaction_fused.available():
+        np.testing.assert_array_equal(approx_scores(scores, codes, offsets, docs, keep=keep, ivf=ivf, kernel="fused"),
+                                      via_ivf)
 
 
 @pytest.mark.skipif(not interaction_fused.available(), reason="numba not installed")
@@ -108,6 +110,24 @@ def test_doc_maxima_matches_its_naive_loop(corpus, lq, seed, pruned):
     starts, lengths = offsets[docs], np.diff(offsets)
     got = interaction_fused.doc_maxima(table, codes, starts, lengths)
     np.testing.assert_array_equal(got, interaction_fused.doc_maxima_naive(table, codes, starts, lengths))
+    assert got.shape == (len(docs), lq) and got.dtype == np.float32
+
+
+@pytest.mark.skipif(not interaction_fused.available(), reason="numba not installed")
+@given(corpora(), st.integers(1, 40), st.integers(0, 2 ** 32 - 1), st.floats(0, 1), st.floats(0, 1))
+@settings(max_examples=200, deadline=None)
+def test_ivf_maxima_matches_its_naive_loop(corpus, lq, seed, kept_frac, cand_frac):
+    codes, offsets, num_c = corpus
+    rng = np.random.default_rng(seed)
+    table = rng.standard_normal((num_c, lq)).astype(np.float32)
+    ivf_docs, ivf_offsets = build_ivf(codes, offsets, num_c)
+    kept = np.flatnonzero(rng.random(num_c) < kept_frac)
+    docs = np.flatnonzero(rng.random(len(offsets) - 1) < cand_frac)  # the candidates, in slot order
+    slot = np.full(len(offsets) - 1, -1, np.int32)
+    slot[docs] = np.arange(len(docs))
+    got = interaction_fused.ivf_maxima(table, kept, ivf_docs, ivf_offsets, slot, len(docs))
+    np.testing.assert_array_equal(got, interaction_fused.ivf_maxima_naive(table, kept, ivf_docs, ivf_offsets,
+                                                                          slot, len(docs)))
     assert got.shape == (len(docs), lq) and got.dtype == np.float32
 
 

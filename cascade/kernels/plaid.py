@@ -108,8 +108,8 @@ def approx_scores(scores: np.ndarray, codes: np.ndarray, offsets: np.ndarray, do
     that is fewer pairs, from the kept centroids' IVF lists (same result). Pairs are folded
     into a running (n, Lq) max (IVF pairs: a scatter ``amax``; the docs' own tokens, which are contiguous:
     ``maximum.reduceat`` over each document's run), in steps of ``tile_elements`` floats, so memory stays
-    bounded; there is no Python loop over documents. ``kernel`` (docs' own tokens only): ``numpy`` as
-    above; ``fused``: one numba pass that reads each token's code and table row, no gathered tile
+    bounded; there is no Python loop over documents. ``kernel``: ``numpy`` as above; ``fused``: one
+    numba pass that reads each token's code (or each IVF pair) and its table row, no gathered tile
     (:mod:`cascade.kernels.interaction_fused`, identical maxima); ``auto``: fused when numba is installed.
     """
     if kernel not in APPROX_KERNELS:
@@ -131,6 +131,9 @@ def approx_scores(scores: np.ndarray, codes: np.ndarray, offsets: np.ndarray, do
         ivf_docs, ivf_offsets = ivf
         slot = np.full(len(offsets) - 1, -1, np.int32)  # document -> its position in doc_ids, or -1
         slot[doc_ids] = np.arange(len(doc_ids), dtype=np.int32)
+        if kernel == "fused" or (kernel == "auto" and interaction_fused.available()):
+            maxima = interaction_fused.ivf_maxima(scores_t.numpy(), kept, ivf_docs, ivf_offsets, slot, len(doc_ids))
+            return torch.from_numpy(maxima).sum(dim=1).numpy()  # summed as the numpy path sums
         for c0, c1 in _chunks(ivf_len, budget):
             starts = ivf_offsets[kept[c0:c1]]
             pair_docs = np.concatenate([ivf_docs[a:a + n] for a, n in zip(starts.tolist(), ivf_len[c0:c1].tolist())])
