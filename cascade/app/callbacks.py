@@ -17,10 +17,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from cascade.app.naming import EXPERIMENT_KEYS, raw_node
+from cascade.app.naming import EXPERIMENT_KEYS, raw_node, register_resolvers
 from cascade.core.files import atomic_write_json
 
 log = logging.getLogger(__name__)
+register_resolvers()  # ${cascade.sweep_name:} and ${cascade.safe_name:...}, wherever jobs are configured
 
 
 # environment variables set for every job from this process's config, so that workers started

@@ -64,14 +64,7 @@ def _sweep_dir_resolver(*, _root_: DictConfig) -> str:
     return sweep_name([str(o) for o in raw_node(_root_, "hydra.overrides.task") or []])
 
 
-def _auto_means(value: Any, auto: Any) -> Any:
-    return auto if value == "auto" else value
-
-
 def register_resolvers() -> None:
-    """cascade's config resolvers: ``${cascade.sweep_name:}`` and ``${cascade.safe_name:TEXT}`` (sweep and
-    job folder names, conf/hydra/default.yaml), and ``${cascade.auto_means:VALUE,AUTO}``, which is AUTO
-    when VALUE is ``auto`` and VALUE otherwise (a pipeline's own meaning of ``encoding.precision=auto``)."""
+    """``${cascade.sweep_name:}`` and ``${cascade.safe_name:TEXT}`` for conf/hydra/default.yaml."""
     OmegaConf.register_new_resolver("cascade.sweep_name", _sweep_dir_resolver, replace=True)
     OmegaConf.register_new_resolver("cascade.safe_name", lambda text="": safe_name(str(text)), replace=True)
-    OmegaConf.register_new_resolver("cascade.auto_means", _auto_means, replace=True)
